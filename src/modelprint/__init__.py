@@ -1,0 +1,11 @@
+"""modelprint: is this suspect model mine, or derived from mine?"""
+
+__version__ = "0.1.0"
+
+from .access import BlackBox, Model, WhiteBox, as_model  # noqa: E402
+from .errors import ModelprintError  # noqa: E402
+from .io import load_model, save_model  # noqa: E402
+from .nets import make_net  # noqa: E402
+
+__all__ = ["BlackBox", "Model", "ModelprintError", "WhiteBox", "__version__", "as_model", "load_model",
+           "make_net", "save_model"]

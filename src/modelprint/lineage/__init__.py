@@ -1,0 +1,114 @@
+"""Model derivations by expression: ``build("train(cnn,digits,0)->finetune(1)->prune(0.5)")``.
+
+Each step is an operation of the attack zoo (``ops.OPS``); built models are cached on disk by their
+normalised expression, and every prefix of a chain is cached too, so siblings share their ancestors."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from .. import data
+from ..errors import ConfigError
+from .cache import ZooCache, default_cache_dir
+from .expr import parse_steps
+from .ops import OPS, Node, Op
+from .train import accuracy
+
+__all__ = ["OPS", "Built", "Op", "ZooCache", "build", "build_node", "normalize", "parse"]
+
+
+def parse(expr: str) -> list[Op]:
+    """The operations of ``expr``, validated: a source first, transformations after it."""
+    ops = []
+    for i, (name, args, kwargs) in enumerate(parse_steps(expr)):
+        op = OPS.make(name, *args, **kwargs)
+        if op.source != (i == 0):
+            where = "must start with a source (train or load)" if i == 0 else f"cannot have {name} after a step"
+            raise ConfigError(f"{expr!r}: a lineage {where}")
+        op.check()
+        ops.append(op)
+    return ops
+
+
+def normalize(expr: str | list[Op]) -> str:
+    """The canonical spelling of an expression: the key under which its model is cached."""
+    ops = parse(expr) if isinstance(expr, str) else expr
+    return "->".join(op.spec() for op in ops)
+
+
+@dataclass
+class Built:
+    """A built model with what the zoo table shows about it."""
+
+    module: nn.Module
+    expression: str
+    dataset: str
+    test_accuracy: float
+    seconds: float  # time to build the last step (0 when loaded from cache)
+    cached: bool
+    meta: dict = field(default_factory=dict)
+
+
+def build_node(expr: str, cache_dir: str | Path | None | bool = None, device: str = "cpu",
+               on_step: Callable[[str, bool], None] | None = None) -> Built:
+    """Build (or load from the cache) the model of ``expr``. ``cache_dir=False`` disables the cache;
+    ``None`` uses ``$MODELPRINT_CACHE`` or ``~/.cache/modelprint/zoo``. ``on_step(prefix, cached)`` reports
+    progress."""
+    ops = parse(expr)
+    prefixes = ["->".join(op.spec() for op in ops[: i + 1]) for i in range(len(ops))]
+    cache = None if cache_dir is False else ZooCache(default_cache_dir() if cache_dir is None else cache_dir)
+    node, meta, start = None, {}, 0
+    if cache is not None:  # resume from the longest cached prefix
+        for i in range(len(ops) - 1, -1, -1):
+            if cache.has(prefixes[i]) and (hit := cache.get(prefixes[i], device)) is not None:
+                node, meta, start = Node(hit[0], hit[1]["dataset"]), hit[1], i + 1
+                break
+    if start == len(ops):
+        if on_step:
+            on_step(prefixes[-1], True)
+        return Built(node.module, prefixes[-1], node.dataset, meta["test_accuracy"], 0.0, True, meta)
+    seconds, cached = 0.0, False
+    for i in range(start, len(ops)):
+        if cache is None:
+            node, meta, seconds = _apply(ops[i], node, prefixes, i, device)
+        else:
+            with cache.lock(prefixes[i]):
+                hit = cache.get(prefixes[i], device)  # another process may have built it meanwhile
+                cached = hit is not None
+                if cached:
+                    node, meta, seconds = Node(hit[0], hit[1]["dataset"]), hit[1], 0.0
+                else:
+                    node, meta, seconds = _apply(ops[i], node, prefixes, i, device)
+                    cache.put(prefixes[i], node.module, meta)
+        if on_step:
+            on_step(prefixes[i], cached)
+    return Built(node.module, prefixes[-1], node.dataset, meta["test_accuracy"], seconds, cached, meta)
+
+
+def _apply(op: Op, parent: Node | None, prefixes: list[str], i: int, device: str) -> tuple[Node, dict, float]:
+    t0 = time.perf_counter()
+    node = op.apply(parent, device=device)
+    seconds = time.perf_counter() - t0
+    node.module = node.module.cpu().eval()
+    test = data.load(node.dataset, "test")
+    meta = {
+        "expression": prefixes[i],
+        "parent": prefixes[i - 1] if i else None,
+        "operation": op.name,
+        "dataset": node.dataset,
+        "test_accuracy": accuracy(node.module, test.x, test.y),
+        "seconds": round(seconds, 3),
+    }
+    return node, meta, seconds
+
+
+def build(expr: str, cache_dir: str | Path | None | bool = None, device: str = "cpu") -> nn.Module:
+    """The model of lineage expression ``expr`` (see ``build_node``)."""
+    built = build_node(expr, cache_dir=cache_dir, device=device)
+    built.module.mp_lineage = built.meta
+    return built.module

@@ -1,0 +1,32 @@
+"""Shared fixtures: one zoo cache for the whole session, so each model is trained once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from modelprint.lineage import build_node
+
+torch.set_num_threads(2)
+
+SOURCE = "train(cnn,digits,0)"
+
+
+@pytest.fixture(scope="session")
+def zoo_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("zoo")
+
+
+@pytest.fixture(scope="session")
+def zoo(zoo_cache):
+    """``zoo(expr)`` builds (once per session) and returns the ``Built`` model of ``expr``."""
+
+    def get(expr: str):
+        return build_node(expr, cache_dir=zoo_cache)
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def source(zoo):
+    return zoo(SOURCE)
