@@ -31,17 +31,20 @@ def test_normalised_expressions():
     assert normalize('load("my dir/m,1", digits)->quantize(int8)') == 'load("my dir/m,1",digits)->quantize(int8)'
 
 
-@pytest.mark.parametrize("expr,message", [
-    ("prune(0.5)", "must start with a source"),
-    ("train(cnn,digits,0)->train(cnn,digits,1)", "cannot have train after a step"),
-    ("train(cnn,digits,0)->explode(1)", "unknown lineage operation 'explode'"),
-    ("train(cnn,digits,0)->prune(1.5)", "prune amount must be"),
-    ("train(cnn,digits,0)->quantize(int4)", "fp16 or int8"),
-    ("train(cnn,digits)", "bad arguments for lineage operation 'train'"),
-    ("train(vgg,digits,0)", "unknown architecture 'vgg'"),
-    ("train(cnn,digits,0", "unbalanced parenthesis"),
-    ("", "empty"),
-])
+@pytest.mark.parametrize(
+    "expr,message",
+    [
+        ("prune(0.5)", "must start with a source"),
+        ("train(cnn,digits,0)->train(cnn,digits,1)", "cannot have train after a step"),
+        ("train(cnn,digits,0)->explode(1)", "unknown lineage operation 'explode'"),
+        ("train(cnn,digits,0)->prune(1.5)", "prune amount must be"),
+        ("train(cnn,digits,0)->quantize(int4)", "fp16 or int8"),
+        ("train(cnn,digits)", "bad arguments for lineage operation 'train'"),
+        ("train(vgg,digits,0)", "unknown architecture 'vgg'"),
+        ("train(cnn,digits,0", "unbalanced parenthesis"),
+        ("", "empty"),
+    ],
+)
 def test_bad_expressions(expr, message):
     with pytest.raises(ConfigError, match=message):
         parse(expr)
@@ -191,10 +194,14 @@ def test_corrupt_cache_entry_is_rebuilt(zoo_cache):
 
 
 def test_two_processes_share_one_cache(tmp_path):
-    code = ("import sys; from modelprint.lineage import build_node; "
-            "b = build_node('train(mlp,digits,5,epochs=2)', cache_dir=sys.argv[1]); print(b.cached)")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    code = (
+        "import sys; from modelprint.lineage import build_node; "
+        "b = build_node('train(mlp,digits,5,epochs=2)', cache_dir=sys.argv[1]); print(b.cached)"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300)[0].strip() for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert sorted(outs) == ["False", "True"]  # built once, loaded by the other

@@ -7,5 +7,14 @@ from .errors import ModelprintError  # noqa: E402
 from .io import load_model, save_model  # noqa: E402
 from .nets import make_net  # noqa: E402
 
-__all__ = ["BlackBox", "Model", "ModelprintError", "WhiteBox", "__version__", "as_model", "load_model",
-           "make_net", "save_model"]
+__all__ = [
+    "BlackBox",
+    "Model",
+    "ModelprintError",
+    "WhiteBox",
+    "__version__",
+    "as_model",
+    "load_model",
+    "make_net",
+    "save_model",
+]

@@ -19,8 +19,9 @@ class Model:
 
     output: Output = "labels"
 
-    def __init__(self, num_classes: int | None = None, input_shape: Sequence[int] | None = None,
-                 budget: int | None = None):
+    def __init__(
+        self, num_classes: int | None = None, input_shape: Sequence[int] | None = None, budget: int | None = None
+    ):
         self._num_classes = num_classes
         self._input_shape = tuple(input_shape) if input_shape is not None else None
         self.budget = budget
@@ -78,11 +79,14 @@ class Model:
 
     def _check_inputs(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise ConfigError(f"{self!r}: inputs must be a float tensor, got {type(x).__name__} "
-                              f"{getattr(x, 'dtype', '')}")
+            raise ConfigError(
+                f"{self!r}: inputs must be a float tensor, got {type(x).__name__} {getattr(x, 'dtype', '')}"
+            )
         if self._input_shape is not None and tuple(x.shape[1:]) != self._input_shape:
-            raise ConfigError(f"{self!r}: expected inputs of shape (N, {', '.join(map(str, self._input_shape))}),"
-                              f" got {tuple(x.shape)}")
+            raise ConfigError(
+                f"{self!r}: expected inputs of shape (N, {', '.join(map(str, self._input_shape))}),"
+                f" got {tuple(x.shape)}"
+            )
         return x
 
     def _check_outputs(self, out: torch.Tensor, n: int) -> torch.Tensor:
@@ -112,9 +116,15 @@ class WhiteBox(Model):
 
     output: Output = "logits"
 
-    def __init__(self, module: nn.Module, num_classes: int | None = None,
-                 input_shape: Sequence[int] | None = None, budget: int | None = None,
-                 device: str = "cpu", batch_size: int = 1024):
+    def __init__(
+        self,
+        module: nn.Module,
+        num_classes: int | None = None,
+        input_shape: Sequence[int] | None = None,
+        budget: int | None = None,
+        device: str = "cpu",
+        batch_size: int = 1024,
+    ):
         cfg = getattr(module, "mp_config", {}) or {}
         super().__init__(num_classes or cfg.get("num_classes"), input_shape or cfg.get("input_shape"), budget)
         self.module = module.to(device).eval()
@@ -125,8 +135,10 @@ class WhiteBox(Model):
     @torch.no_grad()
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = next((p.dtype for p in self.module.parameters()), torch.float32)
-        chunks = [self.module(x[i : i + self.batch_size].to(self.device, dtype)).float().cpu()
-                  for i in range(0, len(x), self.batch_size)]
+        chunks = [
+            self.module(x[i : i + self.batch_size].to(self.device, dtype)).float().cpu()
+            for i in range(0, len(x), self.batch_size)
+        ]
         return torch.cat(chunks) if chunks else torch.empty(0, self._num_classes or 0)
 
     def _outputs(self, x: torch.Tensor) -> torch.Tensor:
@@ -140,9 +152,14 @@ class WhiteBox(Model):
 class BlackBox(Model):
     """A callable that answers a batch of inputs with labels (N,) or probabilities (N, C)."""
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], output: Literal["labels", "probs"] = "labels",
-                 num_classes: int | None = None, input_shape: Sequence[int] | None = None,
-                 budget: int | None = None):
+    def __init__(
+        self,
+        fn: Callable[[torch.Tensor], torch.Tensor],
+        output: Literal["labels", "probs"] = "labels",
+        num_classes: int | None = None,
+        input_shape: Sequence[int] | None = None,
+        budget: int | None = None,
+    ):
         if output not in ("labels", "probs"):
             raise ConfigError(f"BlackBox output must be 'labels' or 'probs', got {output!r}")
         super().__init__(num_classes, input_shape, budget)
@@ -151,7 +168,12 @@ class BlackBox(Model):
     def _outputs(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             out = self.fn(x)
-        return torch.as_tensor(out)
+        if isinstance(out, torch.Tensor):
+            return out
+        try:  # numpy arrays and lists are fine; anything else is a malformed answer
+            return torch.as_tensor(out)
+        except (TypeError, ValueError, RuntimeError):
+            raise AccessError(f"{self!r}: model returned {type(out).__name__}, expected a tensor") from None
 
     def __repr__(self) -> str:
         return f"BlackBox({getattr(self.fn, '__name__', type(self.fn).__name__)}, output={self.output!r})"

@@ -18,8 +18,9 @@ from rich.table import Table
 from . import __version__
 from .errors import ConfigError, ModelprintError
 
-app = typer.Typer(help="Is this suspect model mine, or derived from mine?", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Is this suspect model mine, or derived from mine?", no_args_is_help=True, pretty_exceptions_enable=False
+)
 zoo_app = typer.Typer(help="Build and inspect models of the attack zoo from lineage expressions.", no_args_is_help=True)
 data_app = typer.Typer(help="List and inspect datasets.", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
@@ -27,8 +28,10 @@ app.add_typer(data_app, name="data")
 console = Console()
 err_console = Console(stderr=True)
 
-CacheOpt = Annotated[Path | None, typer.Option("--cache", help="Zoo cache folder (default: $MODELPRINT_CACHE "
-                                                                "or ~/.cache/modelprint/zoo).")]
+CacheOpt = Annotated[
+    Path | None,
+    typer.Option("--cache", help="Zoo cache folder (default: $MODELPRINT_CACHE or ~/.cache/modelprint/zoo)."),
+]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")]
 
 
@@ -50,22 +53,29 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     """modelprint: fingerprints, watermarks and integrity checks for neural networks."""
 
 
-def build_table(exprs: list[str], cache: Path | None, device: str, title: str,
-                reference: str | None = None) -> list[dict]:
+def build_table(
+    exprs: list[str], cache: Path | None, device: str, title: str, reference: str | None = None
+) -> list[dict]:
     """Build every expression with a progress bar; return one row per model for the zoo table."""
     from . import data
     from .lineage import build_node
     from .lineage.train import predict
 
     rows = []
-    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(),
-               TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=err_console, transient=True) as progress:
         task = progress.add_task("building", total=len(exprs))
         ref_labels = None
@@ -74,8 +84,13 @@ def build_table(exprs: list[str], cache: Path | None, device: str, title: str,
             t0 = time.perf_counter()
             built = build_node(expr, cache_dir=cache, device=device)
             test = data.load(built.dataset, "test")
-            row = {"lineage": built.expression, "dataset": built.dataset, "test_accuracy": built.test_accuracy,
-                   "seconds": time.perf_counter() - t0, "cached": built.cached}
+            row = {
+                "lineage": built.expression,
+                "dataset": built.dataset,
+                "test_accuracy": built.test_accuracy,
+                "seconds": time.perf_counter() - t0,
+                "cached": built.cached,
+            }
             if reference is not None:
                 labels = predict(built.module, test.x).argmax(1)
                 if ref_labels is None:
@@ -89,8 +104,14 @@ def build_table(exprs: list[str], cache: Path | None, device: str, title: str,
         table.add_column(col, justify="left" if col in ("lineage", "dataset") else "right")
     for r in rows:
         agree = [] if reference is None else ["—" if r["agreement"] is None else f"{r['agreement']:.3f}"]
-        table.add_row(r["lineage"], r["dataset"], f"{r['test_accuracy']:.3f}", *agree, f"{r['seconds']:.1f}s",
-                      "yes" if r["cached"] else "")
+        table.add_row(
+            r["lineage"],
+            r["dataset"],
+            f"{r['test_accuracy']:.3f}",
+            *agree,
+            f"{r['seconds']:.1f}s",
+            "yes" if r["cached"] else "",
+        )
     console.print(table)
     return rows
 
@@ -145,12 +166,18 @@ def zoo_show(
     table.add_column()
     arch = config["arch"]
     meta = config.get("meta", {})
-    for k, v in [("architecture", ", ".join(f"{a}={b}" for a, b in arch.items())),
-                 ("lineage", meta.get("expression", "—")), ("dataset", meta.get("dataset", "—")),
-                 ("test accuracy", f"{meta['test_accuracy']:.4f}" if "test_accuracy" in meta else "—"),
-                 ("dtype", config["dtype"]), ("parameters", f"{n:,}"),
-                 ("weight sparsity", f"{info['weight_sparsity']:.3f}"), ("sha256", config["sha256"]),
-                 ("created", config.get("created", "—")), ("format", f"{config['format']} v{config['format_version']}")]:
+    for k, v in [
+        ("architecture", ", ".join(f"{a}={b}" for a, b in arch.items())),
+        ("lineage", meta.get("expression", "—")),
+        ("dataset", meta.get("dataset", "—")),
+        ("test accuracy", f"{meta['test_accuracy']:.4f}" if "test_accuracy" in meta else "—"),
+        ("dtype", config["dtype"]),
+        ("parameters", f"{n:,}"),
+        ("weight sparsity", f"{info['weight_sparsity']:.3f}"),
+        ("sha256", config["sha256"]),
+        ("created", config.get("created", "—")),
+        ("format", f"{config['format']} v{config['format_version']}"),
+    ]:
         table.add_row(k, str(v))
     console.print(table)
 
@@ -189,23 +216,43 @@ def data_list() -> None:
 
 
 DEMO_SOURCE = "train(cnn,digits,0)"
-DEMO_DERIVED = ["finetune(1)", "prune(0.5)", "fineprune(0)", "quantize(int8)", "transfer(digits-c,0)",
-                "distill(lenet,0)", "label_extract(mlp,0)", "adv_label_extract(resnet-tiny,0)", "permute(0)",
-                "rescale(0)", "noise(0.05,0)"]
-DEMO_INDEPENDENT = ["train(cnn,digits,1)", "train(lenet,digits,0)", "train(resnet-tiny,digits,0)",
-                    "train(mlp,digits,0)"]
+DEMO_DERIVED = [
+    "finetune(1)",
+    "prune(0.5)",
+    "fineprune(0)",
+    "quantize(int8)",
+    "transfer(digits-c,0)",
+    "distill(lenet,0)",
+    "label_extract(mlp,0)",
+    "adv_label_extract(resnet-tiny,0)",
+    "permute(0)",
+    "rescale(0)",
+    "noise(0.05,0)",
+]
+DEMO_INDEPENDENT = [
+    "train(cnn,digits,1)",
+    "train(lenet,digits,0)",
+    "train(resnet-tiny,digits,0)",
+    "train(mlp,digits,0)",
+]
 
 
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the report and the model cache.")] = Path(
-        "demo-out"),
+        "demo-out"
+    ),
     device: DeviceOpt = "cpu",
 ) -> None:
     """Build a small model zoo on the bundled digits and write its table to OUT/zoo.csv."""
     exprs = [DEMO_SOURCE] + [f"{DEMO_SOURCE}->{d}" for d in DEMO_DERIVED] + DEMO_INDEPENDENT
-    rows = build_table(exprs, out / "zoo", check_device(device), "modelprint demo: a source model, its derived "
-                       "models and independent ones", reference="digits")
+    rows = build_table(
+        exprs,
+        out / "zoo",
+        check_device(device),
+        "modelprint demo: a source model, its derived models and independent ones",
+        reference="digits",
+    )
     write_csv(rows, out / "zoo.csv")
     console.print(f"wrote {out / 'zoo.csv'}")
 

@@ -28,8 +28,10 @@ from .nets import rebuild
 FORMAT = "modelprint-model"
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
-CONVERT_HINT = ("re-save the weights from a trusted environment with "
-                "safetensors.torch.save_file(model.state_dict(), 'model.safetensors')")
+CONVERT_HINT = (
+    "re-save the weights from a trusted environment with "
+    "safetensors.torch.save_file(model.state_dict(), 'model.safetensors')"
+)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -100,12 +102,17 @@ def read_config(path: str | Path) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelFileError(f"{cfg_file}: not valid JSON ({e})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ModelFileError(f"{cfg_file}: not a modelprint model config (format is {config.get('format')!r})"
-                             if isinstance(config, dict) else f"{cfg_file}: expected a JSON object")
+        raise ModelFileError(
+            f"{cfg_file}: not a modelprint model config (format is {config.get('format')!r})"
+            if isinstance(config, dict)
+            else f"{cfg_file}: expected a JSON object"
+        )
     version = config.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ModelFileError(f"{cfg_file}: format version {version!r} is not supported (this modelprint reads "
-                             f"up to {FORMAT_VERSION}; upgrade modelprint)")
+        raise ModelFileError(
+            f"{cfg_file}: format version {version!r} is not supported (this modelprint reads "
+            f"up to {FORMAT_VERSION}; upgrade modelprint)"
+        )
     for key, kind in (("arch", dict), ("sha256", str), ("dtype", str)):
         if not isinstance(config.get(key), kind):
             raise ModelFileError(f"{cfg_file}: missing or malformed field {key!r}")
@@ -120,12 +127,15 @@ def _load_state(module: nn.Module, state: dict[str, torch.Tensor], where: Path) 
     expected = module.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise ModelFileError(f"{where}: weights do not fit the architecture (missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]})")
+        raise ModelFileError(
+            f"{where}: weights do not fit the architecture (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     for k, v in state.items():
         if tuple(v.shape) != tuple(expected[k].shape):
-            raise ModelFileError(f"{where}: shape mismatch for {k}: file has {tuple(v.shape)}, "
-                                 f"architecture expects {tuple(expected[k].shape)}")
+            raise ModelFileError(
+                f"{where}: shape mismatch for {k}: file has {tuple(v.shape)}, "
+                f"architecture expects {tuple(expected[k].shape)}"
+            )
     module.load_state_dict(state)
     return module
 
@@ -137,8 +147,15 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise ModelFileError(f"{path}: corrupt or truncated safetensors file ({e})") from None
 
 
-def load_model(path: str | Path, *, arch: str | None = None, input_shape: list[int] | None = None,
-               num_classes: int | None = None, device: str = "cpu", **arch_options: Any) -> nn.Module | Model:
+def load_model(
+    path: str | Path,
+    *,
+    arch: str | None = None,
+    input_shape: list[int] | None = None,
+    num_classes: int | None = None,
+    device: str = "cpu",
+    **arch_options: Any,
+) -> nn.Module | Model:
     """Load a model file safely.
 
     - a modelprint folder (``config.json`` + ``model.safetensors``), validated against its checksum;
@@ -171,8 +188,10 @@ def load_model(path: str | Path, *, arch: str | None = None, input_shape: list[i
     else:
         state = _torch_load_weights(path)
     if arch is None or input_shape is None or num_classes is None:
-        raise ConfigError(f"{path}: holds only weights; pass arch, input_shape and num_classes to rebuild "
-                          "the network (or save it as a modelprint folder)")
+        raise ConfigError(
+            f"{path}: holds only weights; pass arch, input_shape and num_classes to rebuild "
+            "the network (or save it as a modelprint folder)"
+        )
     from .nets import make_net
 
     module = make_net(arch, input_shape, num_classes, **arch_options)
@@ -195,10 +214,13 @@ def _torch_load_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()
-        reason = next((ln.strip() for ln in first if "GLOBAL" in ln or "Unsupported" in ln), first[0] if first else "")
-        raise UnsafeFileError(f"{path}: refused: loading this pickle would execute code ({reason}); "
-                              f"{CONVERT_HINT}") from None
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        code = next((ln for ln in lines if "GLOBAL" in ln or "global" in ln), None)
+        if code is None:  # not a forbidden object: just bytes that are no pickle
+            raise ModelFileError(f"{path}: corrupt or truncated checkpoint ({lines[-1] if lines else e})") from None
+        raise UnsafeFileError(
+            f"{path}: refused: loading this pickle would execute code ({code}); {CONVERT_HINT}"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelFileError(f"{path}: corrupt or truncated checkpoint ({msg})") from None

@@ -16,13 +16,20 @@ class OnnxModel(Model):
 
     output = "logits"
 
-    def __init__(self, path: str | Path, num_classes: int | None = None, input_shape=None,
-                 budget: int | None = None, device: str = "cpu"):
+    def __init__(
+        self,
+        path: str | Path,
+        num_classes: int | None = None,
+        input_shape=None,
+        budget: int | None = None,
+        device: str = "cpu",
+    ):
         import onnxruntime as ort
 
         self.path = Path(path)
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else \
-            ["CPUExecutionProvider"]
+        providers = (
+            ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.startswith("cuda") else ["CPUExecutionProvider"]
+        )
         try:
             self.session = ort.InferenceSession(str(self.path), providers=providers)
         except Exception as e:

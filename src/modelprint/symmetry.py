@@ -162,8 +162,11 @@ def permutation_groups(model: nn.Module, input_shape: tuple[int, ...]) -> list[G
                 slots[node] = _Slot(out)
             elif isinstance(mod, NORMS):
                 g = uf.groups[uf.find(src.group)]
-                g.norms += [f"{node.target}.{n}" for n in ("weight", "bias", "running_mean", "running_var")
-                            if getattr(mod, n, None) is not None]
+                g.norms += [
+                    f"{node.target}.{n}"
+                    for n in ("weight", "bias", "running_mean", "running_var")
+                    if getattr(mod, n, None) is not None
+                ]
                 if src.after_relu:
                     g.rescalable = False
                 elif mod.affine:  # the norm's gain and bias become what a rescaling multiplies
@@ -201,8 +204,12 @@ def permutation_groups(model: nn.Module, input_shape: tuple[int, ...]) -> list[G
             elif fn in (torch.flatten, "flatten"):
                 start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
                 slots[node] = _flatten(node, src, start, shape, uf)
-            elif fn in ("view", "reshape", torch.reshape) and src is not None and len(shape(node)) == 2 \
-                    and shape(node)[0] == shape(args[0])[0]:
+            elif (
+                fn in ("view", "reshape", torch.reshape)
+                and src is not None
+                and len(shape(node)) == 2
+                and shape(node)[0] == shape(args[0])[0]
+            ):
                 slots[node] = _flatten(node, src, 1, shape, uf)
             elif fn in ("size", "dim", getattr) or src is None:
                 continue  # shape queries carry no channels

@@ -68,7 +68,9 @@ def npz(path: str) -> Source:
         if "attacker" not in splits:
             splits.update(carve_attacker(splits["train"], y))
     else:
-        raise DataError(f"{path}: expected arrays 'x' and 'y' (or x_train/y_train/x_test/y_test), found {sorted(arrays)}")
+        raise DataError(
+            f"{path}: expected arrays 'x' and 'y' (or x_train/y_train/x_test/y_test), found {sorted(arrays)}"
+        )
     return Source(x, y, int(y.max()) + 1 if len(y) else 0, splits)
 
 
@@ -83,8 +85,11 @@ def _read_image(path: Path, mode: str) -> np.ndarray:
 
 
 def _class_folders(root: Path) -> dict[str, list[Path]]:
-    classes = {d.name: sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-               for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+    classes = {
+        d.name: sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        for d in sorted(root.iterdir())
+        if d.is_dir() and not d.name.startswith(".")
+    }
     return {k: v for k, v in classes.items() if v}
 
 
@@ -96,7 +101,9 @@ def folder(path: str) -> Source:
     if not root.is_dir():
         raise DataError(f"{path}: no such folder")
     split_dirs = [s for s in SPLITS if (root / s).is_dir()]
-    parts = {s: _class_folders(root / s) for s in split_dirs} if "train" in split_dirs else {"all": _class_folders(root)}
+    parts = (
+        {s: _class_folders(root / s) for s in split_dirs} if "train" in split_dirs else {"all": _class_folders(root)}
+    )
     class_names = sorted({c for p in parts.values() for c in p})
     if not class_names:
         raise DataError(f"{path}: no class sub-folders with images ({', '.join(sorted(IMAGE_SUFFIXES))})")
@@ -109,7 +116,9 @@ def folder(path: str) -> Source:
     for s, label, f in files:
         img = _read_image(f, mode)
         if images and img.shape != images[0].shape:
-            raise DataError(f"{f}: image size {img.shape[:2]} differs from {images[0].shape[:2]}; resize the folder first")
+            raise DataError(
+                f"{f}: image size {img.shape[:2]} differs from {images[0].shape[:2]}; resize the folder first"
+            )
         images.append(img)
         labels.append(label)
         owners.append(s)

@@ -54,8 +54,12 @@ class Built:
     meta: dict = field(default_factory=dict)
 
 
-def build_node(expr: str, cache_dir: str | Path | None | bool = None, device: str = "cpu",
-               on_step: Callable[[str, bool], None] | None = None) -> Built:
+def build_node(
+    expr: str,
+    cache_dir: str | Path | None | bool = None,
+    device: str = "cpu",
+    on_step: Callable[[str, bool], None] | None = None,
+) -> Built:
     """Build (or load from the cache) the model of ``expr``. ``cache_dir=False`` disables the cache;
     ``None`` uses ``$MODELPRINT_CACHE`` or ``~/.cache/modelprint/zoo``. ``on_step(prefix, cached)`` reports
     progress."""

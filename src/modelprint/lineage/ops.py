@@ -88,8 +88,16 @@ class Train(Op):
 
     source = True
 
-    def __init__(self, arch: str, dataset: str, seed: int, epochs: int = 0, lr: float = 0.01,
-                 width: int = 0, batch_size: int = 32):
+    def __init__(
+        self,
+        arch: str,
+        dataset: str,
+        seed: int,
+        epochs: int = 0,
+        lr: float = 0.01,
+        width: int = 0,
+        batch_size: int = 32,
+    ):
         self.arch, self.dataset, self.seed = arch, dataset, seed
         self.epochs, self.lr, self.width, self.batch_size = epochs, lr, width, batch_size
 
@@ -135,8 +143,7 @@ class Finetune(Op):
 
     def apply(self, parent: Node, device: str = "cpu") -> Node:
         ds = data.load(parent.dataset, "attacker")
-        model = fit(_trainable(parent), ds.x, ds.y, epochs=self.epochs, lr=self.lr, seed=self.seed,
-                    device=device)
+        model = fit(_trainable(parent), ds.x, ds.y, epochs=self.epochs, lr=self.lr, seed=self.seed, device=device)
         return Node(model, parent.dataset)
 
 
@@ -151,8 +158,10 @@ class Transfer(Op):
     def apply(self, parent: Node, device: str = "cpu") -> Node:
         ds = data.load(self.dataset, "attacker")
         if tuple(ds.input_shape) != _input_shape(parent):
-            raise ConfigError(f"transfer to {self.dataset}: input shape {ds.input_shape} differs from the "
-                              f"parent's {_input_shape(parent)}")
+            raise ConfigError(
+                f"transfer to {self.dataset}: input shape {ds.input_shape} differs from the "
+                f"parent's {_input_shape(parent)}"
+            )
         model = _trainable(parent)
         name, old = head(model)
         with torch.random.fork_rng():
@@ -237,8 +246,7 @@ class Fineprune(Op):
                 last.weight.mul_(mask.to(last.weight.device))
 
         keep_pruned(model)
-        fit(model, ds.x, ds.y, epochs=self.epochs, lr=self.lr, seed=self.seed,
-            after_step=keep_pruned, device=device)
+        fit(model, ds.x, ds.y, epochs=self.epochs, lr=self.lr, seed=self.seed, after_step=keep_pruned, device=device)
         return Node(model, parent.dataset)
 
 
@@ -283,9 +291,18 @@ class _Extract(Op):
         x = data.load(parent.dataset, "attacker").x  # inputs only: the thief never sees true labels
         teacher = WhiteBox(parent.module, device=device, input_shape=tuple(x.shape[1:]))
         targets = teacher.probs if self.soft else hard_labels(teacher).labels
-        student = fit(self._student(parent), x, lambda xb: targets(xb).to(xb.device), epochs=self.epochs,
-                      lr=self.lr, seed=self.seed, soft=self.soft, mix=True, adv_eps=self.adv_eps,
-                      device=device)
+        student = fit(
+            self._student(parent),
+            x,
+            lambda xb: targets(xb).to(xb.device),
+            epochs=self.epochs,
+            lr=self.lr,
+            seed=self.seed,
+            soft=self.soft,
+            mix=True,
+            adv_eps=self.adv_eps,
+            device=device,
+        )
         return Node(student, parent.dataset)
 
     def check(self) -> None:

@@ -86,7 +86,9 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024, device: s
     """Logits of ``model`` on ``x`` in float32, evaluated in batches in eval mode."""
     model.eval()
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
-    outs = [model(x[i : i + batch_size].to(device=device, dtype=dtype)).float().cpu() for i in range(0, len(x), batch_size)]
+    outs = [
+        model(x[i : i + batch_size].to(device=device, dtype=dtype)).float().cpu() for i in range(0, len(x), batch_size)
+    ]
     return torch.cat(outs) if outs else torch.empty(0)
 
 
