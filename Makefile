@@ -24,7 +24,7 @@ demo: install
 	$(BIN)/modelprint demo --out demo-out
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
