@@ -2,7 +2,7 @@
 # make test  — the same install, then the whole test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
-# The CPU build by default; GPU users: make test TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
+# The CPU build by default; GPU users pass a CUDA build: make test TORCH_SPEC="torch==2.13.0 --index-url <CUDA wheel index>"
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 

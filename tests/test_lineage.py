@@ -206,3 +206,18 @@ def test_two_processes_share_one_cache(tmp_path):
     assert all(p.returncode == 0 for p in procs)
     assert sorted(outs) == ["False", "True"]  # built once, loaded by the other
     assert len([p for p in tmp_path.glob("*/*") if p.is_dir()]) == 1
+
+
+def test_load_from_a_file_and_notice_when_it_changes(tmp_path):
+    from modelprint import make_net, save_model
+
+    torch.manual_seed(0)
+    save_model(make_net("mlp", (1, 8, 8), 10), tmp_path / "mine")
+    expr = f'load("{tmp_path / "mine"}",digits)->prune(0.5)'
+    first = build_node(expr, cache_dir=tmp_path / "cache")
+    assert build_node(expr, cache_dir=tmp_path / "cache").cached
+    torch.manual_seed(1)
+    save_model(make_net("mlp", (1, 8, 8), 10), tmp_path / "mine")  # same path, other weights
+    second = build_node(expr, cache_dir=tmp_path / "cache")
+    assert not second.cached
+    assert not torch.equal(head(first.module)[1].weight, head(second.module)[1].weight)

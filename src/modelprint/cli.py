@@ -141,14 +141,14 @@ def zoo_show(
 ) -> None:
     """Show a saved model: architecture, lineage, accuracy, checksum, parameters and sparsity."""
     from .io import load_model, read_config
-    from .lineage import ZooCache, normalize
+    from .lineage import ZooCache, cache_keys, parse
     from .lineage.cache import default_cache_dir
 
     path = Path(target)
     if not path.exists():
         if "(" not in target:
             raise ConfigError(f"{target}: no such model folder")
-        path = ZooCache(cache or default_cache_dir()).path(normalize(target))
+        path = ZooCache(cache or default_cache_dir()).path(cache_keys(parse(target))[-1])
         if not path.exists():
             raise ConfigError(f"{target}: not in the cache (build it with: modelprint zoo build '{target}')")
     config = read_config(path)

@@ -19,7 +19,7 @@ from .expr import parse_steps
 from .ops import OPS, Node, Op
 from .train import accuracy
 
-__all__ = ["OPS", "Built", "Op", "ZooCache", "build", "build_node", "normalize", "parse"]
+__all__ = ["OPS", "Built", "Op", "ZooCache", "build", "build_node", "cache_keys", "normalize", "parse"]
 
 
 def parse(expr: str) -> list[Op]:
@@ -39,6 +39,17 @@ def normalize(expr: str | list[Op]) -> str:
     """The canonical spelling of an expression: the key under which its model is cached."""
     ops = parse(expr) if isinstance(expr, str) else expr
     return "->".join(op.spec() for op in ops)
+
+
+def cache_keys(ops: list[Op]) -> list[str]:
+    """The cache key of each prefix of a chain: its normalised expression, plus a digest of the content of the
+    local files (models, datasets) its steps read, so that a changed file is never served from the cache."""
+    keys, salt = [], ""
+    for i, op in enumerate(ops):
+        digest = op.content_key()
+        salt += f"#{digest}" if digest else ""
+        keys.append("->".join(o.spec() for o in ops[: i + 1]) + salt)
+    return keys
 
 
 @dataclass
@@ -65,11 +76,12 @@ def build_node(
     progress."""
     ops = parse(expr)
     prefixes = ["->".join(op.spec() for op in ops[: i + 1]) for i in range(len(ops))]
+    keys = cache_keys(ops)
     cache = None if cache_dir is False else ZooCache(default_cache_dir() if cache_dir is None else cache_dir)
     node, meta, start = None, {}, 0
     if cache is not None:  # resume from the longest cached prefix
         for i in range(len(ops) - 1, -1, -1):
-            if cache.has(prefixes[i]) and (hit := cache.get(prefixes[i], device)) is not None:
+            if cache.has(keys[i]) and (hit := cache.get(keys[i], device)) is not None:
                 node, meta, start = Node(hit[0], hit[1]["dataset"]), hit[1], i + 1
                 break
     if start == len(ops):
@@ -81,14 +93,14 @@ def build_node(
         if cache is None:
             node, meta, seconds = _apply(ops[i], node, prefixes, i, device)
         else:
-            with cache.lock(prefixes[i]):
-                hit = cache.get(prefixes[i], device)  # another process may have built it meanwhile
+            with cache.lock(keys[i]):
+                hit = cache.get(keys[i], device)  # another process may have built it meanwhile
                 cached = hit is not None
                 if cached:
                     node, meta, seconds = Node(hit[0], hit[1]["dataset"]), hit[1], 0.0
                 else:
                     node, meta, seconds = _apply(ops[i], node, prefixes, i, device)
-                    cache.put(prefixes[i], node.module, meta)
+                    cache.put(keys[i], node.module, meta)
         if on_step:
             on_step(prefixes[i], cached)
     return Built(node.module, prefixes[-1], node.dataset, meta["test_accuracy"], seconds, cached, meta)

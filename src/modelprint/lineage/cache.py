@@ -1,4 +1,5 @@
-"""Content-addressed on-disk cache of built models, keyed by the normalised lineage expression.
+"""Content-addressed on-disk cache of built models, keyed by the normalised lineage expression (plus a digest
+of any local files it reads).
 
 Entries are model folders written atomically (a killed build never leaves a half entry) and built under a
 per-key file lock, so several processes can share one cache without building the same model twice."""
@@ -29,6 +30,7 @@ class ZooCache:
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
+    # ``expression`` below is the cache key: the normalised expression, with file digests where it reads files.
     def key(self, expression: str) -> str:
         return hashlib.sha256(f"modelprint-zoo/{CACHE_VERSION}/{expression}".encode()).hexdigest()[:32]
 
@@ -51,11 +53,11 @@ class ZooCache:
             return None
         try:
             meta = read_config(path)["meta"]
-            if meta.get("expression") != expression:
+            if meta.get("cache_key") != expression:
                 return None
             return load_model(path, device=device), meta
         except ModelFileError:
             return None
 
     def put(self, expression: str, module: nn.Module, meta: dict) -> Path:
-        return save_model(module, self.path(expression), meta={**meta, "expression": expression})
+        return save_model(module, self.path(expression), meta={**meta, "cache_key": expression})

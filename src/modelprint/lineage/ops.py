@@ -4,7 +4,10 @@ given its parameters. Operations are small classes registered by name; their ``s
 from __future__ import annotations
 
 import copy
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -14,6 +17,7 @@ from .. import data, symmetry
 from ..access import WhiteBox, hard_labels
 from ..base import Params, Registry
 from ..errors import ConfigError
+from ..io import sha256_file
 from ..nets import make_net
 from .train import fit, predict
 
@@ -38,6 +42,28 @@ class Op(Params):
 
     def apply(self, parent: Node | None, device: str = "cpu") -> Node:
         raise NotImplementedError
+
+    def content_key(self) -> str:
+        """A digest of the local files this step reads, so that the cache notices when they change."""
+        return ""
+
+
+def path_digest(path: str) -> str:
+    """sha256 of a file, or of the names, sizes and times of a folder's files (cheap for image folders)."""
+    p = Path(path)
+    if p.is_file():
+        return sha256_file(p)
+    h = hashlib.sha256()
+    for f in sorted(p.rglob("*")) if p.is_dir() else []:
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.relative_to(p)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def dataset_digest(name: str) -> str:
+    prefix, sep, path = name.partition(":")
+    return path_digest(path) if sep and prefix in ("npz", "folder") else ""
 
 
 def _trainable(parent: Node) -> nn.Module:
@@ -104,6 +130,9 @@ class Train(Op):
     def check(self) -> None:
         _check_arch(self.arch)
 
+    def content_key(self) -> str:
+        return dataset_digest(self.dataset)
+
     def apply(self, parent: Node | None, device: str = "cpu") -> Node:
         ds = data.load(self.dataset, "train")
         net = _seeded_net(self.arch, ds, self.seed, self.width or None)
@@ -121,6 +150,9 @@ class Load(Op):
 
     def __init__(self, path: str, dataset: str):
         self.path, self.dataset = path, dataset
+
+    def content_key(self) -> str:
+        return path_digest(self.path) + dataset_digest(self.dataset)
 
     def apply(self, parent: Node | None, device: str = "cpu") -> Node:
         from ..io import load_model
@@ -154,6 +186,9 @@ class Transfer(Op):
 
     def __init__(self, dataset: str, seed: int, epochs: int = 20, lr: float = 0.003):
         self.dataset, self.seed, self.epochs, self.lr = dataset, seed, epochs, lr
+
+    def content_key(self) -> str:
+        return dataset_digest(self.dataset)
 
     def apply(self, parent: Node, device: str = "cpu") -> Node:
         ds = data.load(self.dataset, "attacker")
@@ -343,28 +378,31 @@ class AdvLabelExtract(_Extract):
 # --- reparametrisations --------------------------------------------------------------------------------
 
 
-@OPS.register("permute")
-class Permute(Op):
-    """Randomly permute the hidden units of every layer (function unchanged)."""
+class _Symmetry(Op):
+    """A function-preserving reparametrisation drawn at random from ``seed``."""
+
+    transform: ClassVar[Callable[..., nn.Module]]
 
     def __init__(self, seed: int):
         self.seed = seed
 
     def apply(self, parent: Node, device: str = "cpu") -> Node:
         model = copy.deepcopy(parent.module).cpu()
-        return Node(symmetry.permute(model, _input_shape(parent), self.seed), parent.dataset)
+        return Node(type(self).transform(model, _input_shape(parent), self.seed), parent.dataset)
+
+
+@OPS.register("permute")
+class Permute(_Symmetry):
+    """Randomly permute the hidden units of every layer (function unchanged)."""
+
+    transform = staticmethod(symmetry.permute)
 
 
 @OPS.register("rescale")
-class Rescale(Op):
+class Rescale(_Symmetry):
     """Rescale every ReLU unit by a random factor in [1/4, 4] and its outgoing weights by the inverse."""
 
-    def __init__(self, seed: int):
-        self.seed = seed
-
-    def apply(self, parent: Node, device: str = "cpu") -> Node:
-        model = copy.deepcopy(parent.module).cpu()
-        return Node(symmetry.rescale(model, _input_shape(parent), self.seed), parent.dataset)
+    transform = staticmethod(symmetry.rescale)
 
 
 @OPS.register("noise")
