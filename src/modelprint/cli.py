@@ -101,7 +101,12 @@ def build_table(
             progress.advance(task)
     table = Table(title=title)
     for col in ("lineage", "dataset", "test acc", *(["agrees w/ source"] if reference else []), "time", "cached"):
-        table.add_column(col, justify="left" if col in ("lineage", "dataset") else "right")
+        # expressions have no spaces to wrap at: fold them rather than cropping what tells models apart
+        table.add_column(
+            col,
+            justify="left" if col in ("lineage", "dataset") else "right",
+            overflow="fold" if col == "lineage" else "ellipsis",
+        )
     for r in rows:
         agree = [] if reference is None else ["—" if r["agreement"] is None else f"{r['agreement']:.3f}"]
         table.add_row(

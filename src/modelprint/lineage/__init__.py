@@ -6,7 +6,6 @@ normalised expression, and every prefix of a chain is cached too, so siblings sh
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,15 +64,9 @@ class Built:
     meta: dict = field(default_factory=dict)
 
 
-def build_node(
-    expr: str,
-    cache_dir: str | Path | None | bool = None,
-    device: str = "cpu",
-    on_step: Callable[[str, bool], None] | None = None,
-) -> Built:
-    """Build (or load from the cache) the model of ``expr``. ``cache_dir=False`` disables the cache;
-    ``None`` uses ``$MODELPRINT_CACHE`` or ``~/.cache/modelprint/zoo``. ``on_step(prefix, cached)`` reports
-    progress."""
+def build_node(expr: str, cache_dir: str | Path | None | bool = None, device: str = "cpu") -> Built:
+    """Build (or load from the cache) the model of ``expr`` on ``device``. ``cache_dir=False`` disables the
+    cache; ``None`` uses ``$MODELPRINT_CACHE`` or ``~/.cache/modelprint/zoo``."""
     ops = parse(expr)
     prefixes = ["->".join(op.spec() for op in ops[: i + 1]) for i in range(len(ops))]
     keys = cache_keys(ops)
@@ -81,28 +74,22 @@ def build_node(
     node, meta, start = None, {}, 0
     if cache is not None:  # resume from the longest cached prefix
         for i in range(len(ops) - 1, -1, -1):
-            if cache.has(keys[i]) and (hit := cache.get(keys[i], device)) is not None:
+            if (hit := cache.get(keys[i], device)) is not None:
                 node, meta, start = Node(hit[0], hit[1]["dataset"]), hit[1], i + 1
                 break
-    if start == len(ops):
-        if on_step:
-            on_step(prefixes[-1], True)
-        return Built(node.module, prefixes[-1], node.dataset, meta["test_accuracy"], 0.0, True, meta)
-    seconds, cached = 0.0, False
+    seconds, cached = 0.0, start == len(ops)
     for i in range(start, len(ops)):
         if cache is None:
             node, meta, seconds = _apply(ops[i], node, prefixes, i, device)
-        else:
-            with cache.lock(keys[i]):
-                hit = cache.get(keys[i], device)  # another process may have built it meanwhile
-                cached = hit is not None
-                if cached:
-                    node, meta, seconds = Node(hit[0], hit[1]["dataset"]), hit[1], 0.0
-                else:
-                    node, meta, seconds = _apply(ops[i], node, prefixes, i, device)
-                    cache.put(keys[i], node.module, meta)
-        if on_step:
-            on_step(prefixes[i], cached)
+            continue
+        with cache.lock(keys[i]):
+            hit = cache.get(keys[i], device)  # another process may have built it meanwhile
+            cached = hit is not None
+            if cached:
+                node, meta, seconds = Node(hit[0], hit[1]["dataset"]), hit[1], 0.0
+            else:
+                node, meta, seconds = _apply(ops[i], node, prefixes, i, device)
+                cache.put(keys[i], node.module, meta)
     return Built(node.module, prefixes[-1], node.dataset, meta["test_accuracy"], seconds, cached, meta)
 
 
@@ -110,14 +97,14 @@ def _apply(op: Op, parent: Node | None, prefixes: list[str], i: int, device: str
     t0 = time.perf_counter()
     node = op.apply(parent, device=device)
     seconds = time.perf_counter() - t0
-    node.module = node.module.cpu().eval()
+    node.module = node.module.to(device).eval()
     test = data.load(node.dataset, "test")
     meta = {
         "expression": prefixes[i],
         "parent": prefixes[i - 1] if i else None,
         "operation": op.name,
         "dataset": node.dataset,
-        "test_accuracy": accuracy(node.module, test.x, test.y),
+        "test_accuracy": accuracy(node.module, test.x, test.y, device=device),
         "seconds": round(seconds, 3),
     }
     return node, meta, seconds

@@ -43,9 +43,6 @@ class ZooCache:
         lock_dir.mkdir(parents=True, exist_ok=True)
         return FileLock(str(lock_dir / f"{self.key(expression)}.lock"))
 
-    def has(self, expression: str) -> bool:
-        return (self.path(expression) / "config.json").is_file()
-
     def get(self, expression: str, device: str = "cpu") -> tuple[nn.Module, dict] | None:
         """The cached model and its metadata, or None when absent or unreadable (it is then rebuilt)."""
         path = self.path(expression)
