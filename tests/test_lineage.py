@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from modelprint import data, symmetry
+from modelprint import data, make_net, symmetry
 from modelprint.errors import ConfigError
 from modelprint.lineage import build_node, normalize, parse
 from modelprint.lineage.ops import head, weight_layers
@@ -64,7 +64,7 @@ def test_symmetries_keep_the_function(zoo, source, op):
 
 @pytest.mark.parametrize("arch", ["mlp", "lenet", "resnet-tiny", "cnn1d"])
 def test_symmetries_on_every_architecture(arch):
-    net = data_net = __import__("modelprint").nets.make_net(arch, (1, 40), 5)
+    net = make_net(arch, (1, 40), 5)
     with torch.no_grad():  # non-trivial batch-norm statistics, so rescaling through norms is really tested
         for m in net.modules():
             if isinstance(m, nn.BatchNorm1d):
@@ -75,7 +75,7 @@ def test_symmetries_on_every_architecture(arch):
     x = torch.randn(32, 1, 40)
     y = net(x)
     for fn in (symmetry.permute, symmetry.rescale):
-        assert torch.allclose(fn(copy.deepcopy(data_net), (1, 40), 3)(x), y, atol=1e-5)
+        assert torch.allclose(fn(copy.deepcopy(net), (1, 40), 3)(x), y, atol=1e-5)
 
 
 def test_unsupported_layer_is_named():
@@ -209,7 +209,7 @@ def test_two_processes_share_one_cache(tmp_path):
 
 
 def test_load_from_a_file_and_notice_when_it_changes(tmp_path):
-    from modelprint import make_net, save_model
+    from modelprint import save_model
 
     torch.manual_seed(0)
     save_model(make_net("mlp", (1, 8, 8), 10), tmp_path / "mine")

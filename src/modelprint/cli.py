@@ -83,7 +83,6 @@ def build_table(
             progress.update(task, description=f"building {expr}")
             t0 = time.perf_counter()
             built = build_node(expr, cache_dir=cache, device=device)
-            test = data.load(built.dataset, "test")
             row = {
                 "lineage": built.expression,
                 "dataset": built.dataset,
@@ -92,10 +91,10 @@ def build_table(
                 "cached": built.cached,
             }
             if reference is not None:
-                labels = predict(built.module, test.x).argmax(1)
+                labels = predict(built.module, data.load(built.dataset, "test").x, device=device).argmax(1)
                 if ref_labels is None:
                     ref_labels = labels
-                same_task = built.dataset == data.load(reference, "test").name
+                same_task = built.dataset == reference
                 row["agreement"] = float((labels == ref_labels).float().mean()) if same_task else None
             rows.append(row)
             progress.advance(task)

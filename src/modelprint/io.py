@@ -5,7 +5,6 @@ plain checkpoints only through ``torch.load(..., weights_only=True)``: a pickle 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import pickle
@@ -22,6 +21,7 @@ from torch import nn
 
 from . import __version__
 from .access import Model
+from .digest import sha256_file
 from .errors import ConfigError, ModelFileError, UnsafeFileError
 from .nets import rebuild
 
@@ -32,14 +32,6 @@ CONVERT_HINT = (
     "re-save the weights from a trusted environment with "
     "safetensors.torch.save_file(model.state_dict(), 'model.safetensors')"
 )
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def atomic_dir(path: Path) -> Path:
@@ -215,7 +207,7 @@ def _torch_load_weights(path: Path) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        code = next((ln for ln in lines if "GLOBAL" in ln or "global" in ln), None)
+        code = next((ln for ln in lines if "global" in ln.lower()), None)
         if code is None:  # not a forbidden object: just bytes that are no pickle
             raise ModelFileError(f"{path}: corrupt or truncated checkpoint ({lines[-1] if lines else e})") from None
         raise UnsafeFileError(

@@ -110,6 +110,14 @@ def load(name: str, split: str = "train") -> LabeledDataset:
     return LabeledDataset(x, y, name, split, src.num_classes)
 
 
+def digest(name: str) -> str:
+    """A digest of the local files behind ``name`` (``npz:``/``folder:``), empty for bundled datasets."""
+    from ..digest import path_digest
+
+    prefix, sep, path = name.partition(":")
+    return path_digest(path) if sep and prefix + ":" in SOURCES else ""
+
+
 def names() -> list[str]:
     """Registered dataset names (``npz:`` and ``folder:`` take a path)."""
     return SOURCES.names()

@@ -34,20 +34,24 @@ def parse(expr: str) -> list[Op]:
     return ops
 
 
+def prefixes(ops: list[Op]) -> list[str]:
+    """The normalised expression of each prefix of a chain (the last one is the whole chain's)."""
+    return ["->".join(op.spec() for op in ops[: i + 1]) for i in range(len(ops))]
+
+
 def normalize(expr: str | list[Op]) -> str:
-    """The canonical spelling of an expression: the key under which its model is cached."""
-    ops = parse(expr) if isinstance(expr, str) else expr
-    return "->".join(op.spec() for op in ops)
+    """The canonical spelling of an expression."""
+    return prefixes(parse(expr) if isinstance(expr, str) else expr)[-1]
 
 
 def cache_keys(ops: list[Op]) -> list[str]:
     """The cache key of each prefix of a chain: its normalised expression, plus a digest of the content of the
     local files (models, datasets) its steps read, so that a changed file is never served from the cache."""
     keys, salt = [], ""
-    for i, op in enumerate(ops):
+    for op, prefix in zip(ops, prefixes(ops), strict=True):
         digest = op.content_key()
         salt += f"#{digest}" if digest else ""
-        keys.append("->".join(o.spec() for o in ops[: i + 1]) + salt)
+        keys.append(prefix + salt)
     return keys
 
 
@@ -68,8 +72,7 @@ def build_node(expr: str, cache_dir: str | Path | None | bool = None, device: st
     """Build (or load from the cache) the model of ``expr`` on ``device``. ``cache_dir=False`` disables the
     cache; ``None`` uses ``$MODELPRINT_CACHE`` or ``~/.cache/modelprint/zoo``."""
     ops = parse(expr)
-    prefixes = ["->".join(op.spec() for op in ops[: i + 1]) for i in range(len(ops))]
-    keys = cache_keys(ops)
+    names, keys = prefixes(ops), cache_keys(ops)
     cache = None if cache_dir is False else ZooCache(default_cache_dir() if cache_dir is None else cache_dir)
     node, meta, start = None, {}, 0
     if cache is not None:  # resume from the longest cached prefix
@@ -80,7 +83,7 @@ def build_node(expr: str, cache_dir: str | Path | None | bool = None, device: st
     seconds, cached = 0.0, start == len(ops)
     for i in range(start, len(ops)):
         if cache is None:
-            node, meta, seconds = _apply(ops[i], node, prefixes, i, device)
+            node, meta, seconds = _apply(ops[i], node, names, i, device)
             continue
         with cache.lock(keys[i]):
             hit = cache.get(keys[i], device)  # another process may have built it meanwhile
@@ -88,20 +91,20 @@ def build_node(expr: str, cache_dir: str | Path | None | bool = None, device: st
             if cached:
                 node, meta, seconds = Node(hit[0], hit[1]["dataset"]), hit[1], 0.0
             else:
-                node, meta, seconds = _apply(ops[i], node, prefixes, i, device)
+                node, meta, seconds = _apply(ops[i], node, names, i, device)
                 cache.put(keys[i], node.module, meta)
-    return Built(node.module, prefixes[-1], node.dataset, meta["test_accuracy"], seconds, cached, meta)
+    return Built(node.module, names[-1], node.dataset, meta["test_accuracy"], seconds, cached, meta)
 
 
-def _apply(op: Op, parent: Node | None, prefixes: list[str], i: int, device: str) -> tuple[Node, dict, float]:
+def _apply(op: Op, parent: Node | None, names: list[str], i: int, device: str) -> tuple[Node, dict, float]:
     t0 = time.perf_counter()
     node = op.apply(parent, device=device)
     seconds = time.perf_counter() - t0
     node.module = node.module.to(device).eval()
     test = data.load(node.dataset, "test")
     meta = {
-        "expression": prefixes[i],
-        "parent": prefixes[i - 1] if i else None,
+        "expression": names[i],
+        "parent": names[i - 1] if i else None,
         "operation": op.name,
         "dataset": node.dataset,
         "test_accuracy": accuracy(node.module, test.x, test.y, device=device),

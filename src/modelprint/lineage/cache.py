@@ -25,36 +25,35 @@ def default_cache_dir() -> Path:
 
 
 class ZooCache:
-    """Models by expression under ``root/<key[:2]>/<key>/``."""
+    """Models by cache key (see ``lineage.cache_keys``) under ``root/<hash[:2]>/<hash>/``."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
-    # ``expression`` below is the cache key: the normalised expression, with file digests where it reads files.
-    def key(self, expression: str) -> str:
-        return hashlib.sha256(f"modelprint-zoo/{CACHE_VERSION}/{expression}".encode()).hexdigest()[:32]
+    def _hash(self, key: str) -> str:
+        return hashlib.sha256(f"modelprint-zoo/{CACHE_VERSION}/{key}".encode()).hexdigest()[:32]
 
-    def path(self, expression: str) -> Path:
-        k = self.key(expression)
+    def path(self, key: str) -> Path:
+        k = self._hash(key)
         return self.root / k[:2] / k
 
-    def lock(self, expression: str) -> FileLock:
+    def lock(self, key: str) -> FileLock:
         lock_dir = self.root / "locks"
         lock_dir.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(lock_dir / f"{self.key(expression)}.lock"))
+        return FileLock(str(lock_dir / f"{self._hash(key)}.lock"))
 
-    def get(self, expression: str, device: str = "cpu") -> tuple[nn.Module, dict] | None:
+    def get(self, key: str, device: str = "cpu") -> tuple[nn.Module, dict] | None:
         """The cached model and its metadata, or None when absent or unreadable (it is then rebuilt)."""
-        path = self.path(expression)
+        path = self.path(key)
         if not (path / "config.json").is_file():
             return None
         try:
             meta = read_config(path)["meta"]
-            if meta.get("cache_key") != expression:
+            if meta.get("cache_key") != key:
                 return None
             return load_model(path, device=device), meta
         except ModelFileError:
             return None
 
-    def put(self, expression: str, module: nn.Module, meta: dict) -> Path:
-        return save_model(module, self.path(expression), meta={**meta, "cache_key": expression})
+    def put(self, key: str, module: nn.Module, meta: dict) -> Path:
+        return save_model(module, self.path(key), meta={**meta, "cache_key": key})

@@ -4,10 +4,8 @@ given its parameters. Operations are small classes registered by name; their ``s
 from __future__ import annotations
 
 import copy
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -16,8 +14,8 @@ from torch import nn
 from .. import data, symmetry
 from ..access import WhiteBox, hard_labels
 from ..base import Params, Registry
+from ..digest import path_digest
 from ..errors import ConfigError
-from ..io import sha256_file
 from ..nets import make_net
 from .train import fit, predict
 
@@ -46,24 +44,6 @@ class Op(Params):
     def content_key(self) -> str:
         """A digest of the local files this step reads, so that the cache notices when they change."""
         return ""
-
-
-def path_digest(path: str) -> str:
-    """sha256 of a file, or of the names, sizes and times of a folder's files (cheap for image folders)."""
-    p = Path(path)
-    if p.is_file():
-        return sha256_file(p)
-    h = hashlib.sha256()
-    for f in sorted(p.rglob("*")) if p.is_dir() else []:
-        if f.is_file():
-            st = f.stat()
-            h.update(f"{f.relative_to(p)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
-
-
-def dataset_digest(name: str) -> str:
-    prefix, sep, path = name.partition(":")
-    return path_digest(path) if sep and prefix in ("npz", "folder") else ""
 
 
 def _trainable(parent: Node) -> nn.Module:
@@ -131,7 +111,7 @@ class Train(Op):
         _check_arch(self.arch)
 
     def content_key(self) -> str:
-        return dataset_digest(self.dataset)
+        return data.digest(self.dataset)
 
     def apply(self, parent: Node | None, device: str = "cpu") -> Node:
         ds = data.load(self.dataset, "train")
@@ -152,7 +132,7 @@ class Load(Op):
         self.path, self.dataset = path, dataset
 
     def content_key(self) -> str:
-        return path_digest(self.path) + dataset_digest(self.dataset)
+        return path_digest(self.path) + data.digest(self.dataset)
 
     def apply(self, parent: Node | None, device: str = "cpu") -> Node:
         from ..io import load_model
@@ -188,7 +168,7 @@ class Transfer(Op):
         self.dataset, self.seed, self.epochs, self.lr = dataset, seed, epochs, lr
 
     def content_key(self) -> str:
-        return dataset_digest(self.dataset)
+        return data.digest(self.dataset)
 
     def apply(self, parent: Node, device: str = "cpu") -> Node:
         ds = data.load(self.dataset, "attacker")
