@@ -40,9 +40,39 @@ def cli(*args):
 
 def test_errors_are_one_line(tmp_path):
     bad = cli("zoo", "build", "train(cnn,digits,0)->prune(2)", "--cache", str(tmp_path))
-    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().startswith("error:") and "prune amount" in bad.stderr
     missing = cli("zoo", "show", str(tmp_path / "nothing"))
-    assert missing.returncode == 1 and "no such model folder" in missing.stderr
+    assert missing.returncode == 2 and "no such model folder" in missing.stderr
     gpu = cli("zoo", "build", "train(mlp,digits,0)", "--device", "tpu")
-    assert gpu.returncode == 1 and "--device must be" in gpu.stderr
+    assert gpu.returncode == 2 and "--device must be" in gpu.stderr
+
+
+def test_extract_calibrate_verify(zoo_cache, tmp_path):
+    fp = tmp_path / "owner.fp"
+    cache = ["--cache", str(zoo_cache)]
+    src = "train(cnn,digits,0)"
+    made = runner.invoke(app, ["extract", src, "--scheme", "AKH", "--budget", "40", "-o", str(fp), *cache])
+    assert made.exit_code == 0, made.output
+    nulls = [x for a in ("lenet", "mlp") for s in (4, 5) for x in ("--null", f"train({a},digits,{s})")]
+    cal = runner.invoke(app, ["calibrate", str(fp), *nulls, "--fpr", "0.05", *cache])
+    assert cal.exit_code == 0 and "threshold" in cal.output, cal.output
+    related = runner.invoke(app, ["verify", str(fp), f"{src}->finetune(1)", *cache])
+    assert related.exit_code == 0 and "RELATED" in related.output, related.output
+    unrelated = runner.invoke(app, ["verify", str(fp), "train(mlp,digits,3)", "--json", *cache])
+    assert unrelated.exit_code == 1 and '"related": false' in unrelated.output, unrelated.output
+    seq = runner.invoke(app, ["verify", str(fp), src, "--sequential", "--json", *cache])
+    assert seq.exit_code == 0 and "queries_saved" in seq.output, seq.output
+    error = cli("verify", str(fp), str(tmp_path / "no-such-model"))
+    assert error.returncode == 2 and error.stderr.startswith("error:") and "no such model" in error.stderr
+    tampered = tmp_path / "tampered.fp"
+    tampered.write_bytes(fp.read_bytes()[:-10])
+    broken = cli("verify", str(tampered), src)
+    assert broken.returncode == 2 and "not a readable" in broken.stderr
+
+
+def test_schemes_lists_named_schemes_and_components():
+    result = runner.invoke(app, ["schemes"])
+    assert result.exit_code == 0
+    for word in ("AKH", "ZestOfLIME", "conferrable", "mutual-info", "hard labels", "probs"):
+        assert word in result.output

@@ -179,9 +179,27 @@ class BlackBox(Model):
         return f"BlackBox({getattr(self.fn, '__name__', type(self.fn).__name__)}, output={self.output!r})"
 
 
-def hard_labels(model: Model) -> BlackBox:
+class View(Model):
+    """``model`` restricted to one kind of output (and optionally a budget of its own), sharing its query
+    counter: what a scheme that needs only hard labels is allowed to see of a suspect."""
+
+    def __init__(self, model: Model, output: Output = "labels", budget: int | None = None):
+        rank = {"labels": 0, "probs": 1, "logits": 2}
+        if rank[output] > rank[model.output]:
+            raise AccessError(f"{model!r} answers {model.output} only; this needs {output}")
+        super().__init__(model._num_classes, model._input_shape, budget)
+        self.model, self.output = model, output
+
+    def _outputs(self, x: torch.Tensor) -> torch.Tensor:
+        return getattr(self.model, self.output)(x)
+
+    def __repr__(self) -> str:
+        return f"{self.model!r}[{self.output}]"
+
+
+def hard_labels(model: Model) -> View:
     """A hard-label-only view of ``model`` sharing its query counter (what label-only APIs expose)."""
-    return BlackBox(model.labels, "labels", model._num_classes, model._input_shape)
+    return View(model, "labels")
 
 
 def as_model(obj: Model | nn.Module | Callable, **kwargs) -> Model:

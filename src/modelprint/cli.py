@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import torch
 import typer
 from rich.console import Console
@@ -33,6 +34,15 @@ CacheOpt = Annotated[
     typer.Option("--cache", help="Zoo cache folder (default: $MODELPRINT_CACHE or ~/.cache/modelprint/zoo)."),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")]
+
+
+PROGRESS_COLUMNS = (
+    TextColumn("[progress.description]{task.description}"),
+    BarColumn(),
+    TextColumn("{task.completed}/{task.total}"),
+    TimeElapsedColumn(),
+    TimeRemainingColumn(),
+)
 
 
 def check_device(device: str) -> str:
@@ -69,14 +79,7 @@ def build_table(
     from .lineage.train import predict
 
     rows = []
-    columns = (
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err_console, transient=True) as progress:
+    with Progress(*PROGRESS_COLUMNS, console=err_console, transient=True) as progress:
         task = progress.add_task("building", total=len(exprs))
         ref_labels = None
         for expr in exprs:
@@ -261,6 +264,153 @@ def demo(
     console.print(f"wrote {out / 'zoo.csv'}")
 
 
+# --- fingerprints ------------------------------------------------------------------------------------------
+
+ModelArg = Annotated[str, typer.Argument(help="A model file or folder, or a lineage expression.")]
+
+
+@app.command("extract")
+def extract_cmd(
+    model: ModelArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the fingerprint file.")],
+    scheme: Annotated[
+        str, typer.Option("--scheme", "-s", help="Named scheme or sampler+representation+distance.")
+    ] = "AKH",
+    data: Annotated[
+        str, typer.Option("--data", "-d", help="Dataset the queries are drawn from (its test split).")
+    ] = "digits",
+    budget: Annotated[int, typer.Option("--budget", "-b", help="Number of queries.")] = 100,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of every random choice.")] = 0,
+    cache: CacheOpt = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Fingerprint the owner's MODEL and write the fingerprint file."""
+    from .fingerprint import extract, make_scheme
+    from .lineage import resolve
+
+    make_scheme(scheme)  # fail on a typo before loading anything
+    with err_console.status(f"extracting {scheme} fingerprint ({budget} queries)"):
+        t0 = time.perf_counter()
+        owner = resolve(model, cache_dir=cache, device=check_device(device))
+        fp = extract(owner, scheme, data, budget, seed, cache_dir=cache, device=device)
+        fp.save(out)
+    console.print(
+        f"wrote {out}: {fp.scheme.label} ({fp.scheme.components}), {fp.budget} queries on {fp.dataset}, "
+        f"needs {fp.scheme.needs} [{time.perf_counter() - t0:.1f}s]"
+    )
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    fingerprint: Annotated[Path, typer.Argument(help="The fingerprint file.")],
+    null: Annotated[list[str], typer.Option("--null", "-n", help="A model unrelated to the owner (repeat).")],
+    fpr: Annotated[float, typer.Option("--fpr", help="Target false-positive rate.")] = 0.05,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here instead of in place.")] = None,
+    cache: CacheOpt = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Score the fingerprint against unrelated models, fixing the threshold of verification at a target FPR."""
+    from .decide import EmpiricalNull
+    from .fingerprint import Fingerprint, score
+
+    fp = Fingerprint.load(fingerprint)
+    check_device(device)
+    scores = []
+    with Progress(*PROGRESS_COLUMNS, console=err_console, transient=True) as progress:
+        task = progress.add_task("scoring null models", total=len(null))
+        for m in null:
+            progress.update(task, description=f"scoring {m}")
+            scores.append(score(fp, m, cache_dir=cache, device=device))
+            progress.advance(task)
+    fp = fp.calibrated(scores, tuple(null), fpr)
+    EmpiricalNull(fp.null_scores)  # validates (at least two finite scores)
+    fp.save(out or fingerprint)
+    null_ = fp.null
+    console.print(
+        f"calibrated on {len(scores)} null models: mean {np.mean(scores):.4f}, max {np.max(scores):.4f}; "
+        f"threshold {null_.threshold(fpr):.4f} at FPR {fpr:g} ({null_.method}); wrote {out or fingerprint}"
+    )
+
+
+@app.command("verify")
+def verify_cmd(
+    fingerprint: Annotated[Path, typer.Argument(help="The (calibrated) fingerprint file.")],
+    suspect: Annotated[str, typer.Argument(help="The suspect: a model file or folder, or a lineage expression.")],
+    sequential: Annotated[bool, typer.Option("--sequential", help="Stop as soon as the evidence is decisive.")] = False,
+    alpha: Annotated[
+        float | None, typer.Option("--alpha", help="FPR to decide at (default: the calibration's).")
+    ] = None,
+    delta: Annotated[
+        float, typer.Option("--delta", help="Sequential: chance of deciding otherwise than the full run.")
+    ] = 0.01,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
+    cache: CacheOpt = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Is SUSPECT derived from the fingerprint's owner? Exit code 0: related, 1: not related, 2: error."""
+    from .fingerprint import Fingerprint, verify
+
+    fp = Fingerprint.load(fingerprint)
+    v = verify(
+        fp, suspect, alpha=alpha, sequential=sequential, delta=delta, cache_dir=cache, device=check_device(device)
+    )
+    if as_json:
+        console.print_json(v.to_json())
+    else:
+        console.print(verdict_panel(v, f"{suspect} vs {fingerprint}"))
+    raise typer.Exit(0 if v.related else 1)
+
+
+def verdict_panel(v, title: str):
+    """A verdict as a rich panel: the decision in colour, then the numbers behind it."""
+    from rich.panel import Panel
+
+    from .verdict import format_p
+
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("score", f"{v.score:.4f}"),
+        ("threshold", f"{v.threshold:.4f} (FPR {v.alpha:g})"),
+        ("p-value", f"{format_p(v.p_value)} ({v.method})"),
+        ("queries", str(v.queries)),
+        ("scheme", v.scheme),
+        *((k, json.dumps(x) if isinstance(x, dict) else str(x)) for k, x in v.evidence.items()),
+    ]
+    for k, x in rows:
+        table.add_row(k, x)
+    head = "[bold green]RELATED[/]" if v.related else "[bold]not related[/]"
+    return Panel(table, title=head, subtitle=title, expand=False)
+
+
+@app.command("schemes")
+def schemes_cmd() -> None:
+    """List the named fingerprinting schemes and the components they combine, with the access each needs."""
+    from .fingerprint import DISTANCES, NAMED, REPRESENTATIONS, SAMPLERS, make_scheme
+
+    named = Table(title="named schemes")
+    for col in ("scheme", "components", "access at verification", "sequential", "what"):
+        named.add_column(col)
+    for name, (_, what) in NAMED.items():
+        s = make_scheme(name)
+        named.add_row(
+            name, s.components, "hard labels" if s.needs == "labels" else s.needs, "yes" if s.sequential else "", what
+        )
+    console.print(named)
+    for title, reg in (("query samplers", SAMPLERS), ("representations", REPRESENTATIONS), ("distances", DISTANCES)):
+        table = Table(title=title)
+        for col in ("name", "parameters", "what it does"):
+            table.add_column(col)
+        for n in reg.names():
+            cls = reg.get(n)
+            d = cls.param_defaults()
+            params = ", ".join(f"{p}={d[p]}" if p in d else p for p in cls.param_names())
+            table.add_row(n, params, " ".join((cls.__doc__ or "").split()))
+        console.print(table)
+    console.print("Combine any compatible parts: modelprint extract MODEL --scheme 'adversarial(eps=0.05)+ddv+cosine'")
+
+
 def write_csv(rows: list[dict], path: Path) -> None:
     """Write rows atomically (a temporary file renamed into place)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -278,7 +428,7 @@ def main() -> None:
         app(standalone_mode=False)
     except ModelprintError as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.Abort:

@@ -7,6 +7,8 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+import torch
+
 
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
@@ -35,3 +37,18 @@ def path_digest(path: str | Path) -> str:
             st = f.stat()
             h.update(f"{f.relative_to(p)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
+
+
+def tensors_digest(header: str, tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over a text header and named tensors (names, dtypes, shapes, bytes): a file's content checksum."""
+    h = hashlib.sha256(header.encode())
+    for name, t in sorted(tensors.items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"\n{name}:{t.dtype}:{tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def module_digest(module: torch.nn.Module) -> str:
+    """sha256 of a torch module's parameters and buffers."""
+    return tensors_digest("", module.state_dict())

@@ -9,7 +9,11 @@ class ConfigError(ModelprintError, ValueError):
     """A name, expression or option that cannot be resolved."""
 
 
-class ModelFileError(ModelprintError):
+class FileFormatError(ModelprintError):
+    """A file that is corrupt, truncated, tampered with, or not of the kind expected."""
+
+
+class ModelFileError(FileFormatError):
     """A model file that is corrupt, truncated, tampered with or of an unknown kind."""
 
 

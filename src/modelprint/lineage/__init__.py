@@ -12,6 +12,7 @@ from pathlib import Path
 from torch import nn
 
 from .. import data
+from ..digest import module_digest
 from ..errors import ConfigError
 from .cache import ZooCache, default_cache_dir
 from .expr import parse_steps
@@ -116,5 +117,22 @@ def _apply(op: Op, parent: Node | None, names: list[str], i: int, device: str) -
 def build(expr: str, cache_dir: str | Path | None | bool = None, device: str = "cpu") -> nn.Module:
     """The model of lineage expression ``expr`` (see ``build_node``)."""
     built = build_node(expr, cache_dir=cache_dir, device=device)
-    built.module.mp_lineage = built.meta
+    # the digest tells later users (e.g. surrogate building) whether the module was changed since
+    built.module.mp_lineage = {**built.meta, "digest": module_digest(built.module)}
     return built.module
+
+
+def resolve(target, cache_dir: str | Path | None | bool = None, device: str = "cpu", **load_options):
+    """A model given as a module or ``Model`` (returned as is), a file or folder ``load_model`` reads, or a
+    lineage expression (built, or taken from the cache)."""
+    from ..access import Model
+    from ..io import load_model
+
+    if isinstance(target, nn.Module | Model):
+        return target
+    path = Path(target)
+    if path.exists():
+        return load_model(path, device=device, **load_options)
+    if "(" not in str(target):
+        raise ConfigError(f"{target}: no such model file, and not a lineage expression")
+    return build(str(target), cache_dir=cache_dir, device=device)

@@ -1,0 +1,28 @@
+"""Functional fingerprints: query samplers x representations x distances (QuRD's decomposition), the named
+schemes of the literature, the fingerprint file, and the extract / calibrate / verify workflow."""
+
+from .api import calibrate, extract, score, verify
+from .distances import DISTANCES, Distance
+from .file import Fingerprint
+from .queries import SAMPLERS, Context, Queries, Sampler
+from .representations import REPRESENTATIONS, Representation
+from .schemes import NAMED, Scheme, make_scheme
+
+__all__ = [
+    "DISTANCES",
+    "NAMED",
+    "REPRESENTATIONS",
+    "SAMPLERS",
+    "Context",
+    "Distance",
+    "Fingerprint",
+    "Queries",
+    "Representation",
+    "Sampler",
+    "Scheme",
+    "calibrate",
+    "extract",
+    "make_scheme",
+    "score",
+    "verify",
+]

@@ -1,0 +1,260 @@
+"""The fingerprinting workflow: ``extract`` a fingerprint from the owner, ``calibrate`` it on unrelated models,
+``verify`` a suspect (optionally stopping as soon as the evidence is decisive)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from .. import data as datasets
+from ..access import BlackBox, Model, WhiteBox
+from ..decide import check_alpha, decide, serfling_radius
+from ..digest import module_digest, tensors_digest
+from ..errors import ConfigError
+from ..verdict import Verdict
+from .file import Fingerprint
+from .queries import Context
+from .schemes import Scheme, make_scheme
+
+Data = str | Dataset | tuple[torch.Tensor, torch.Tensor]
+Suspect = Model | nn.Module | Callable[[torch.Tensor], Any] | str | Path
+
+# Reference models (independent) and surrogates (label extractions of the owner) that samplers build when the
+# owner's data is a registered dataset. Their seeds are far from the small seeds users and benchmarks pick.
+REFERENCE_ARCHS = ("lenet", "mlp", "resnet-tiny", "cnn")
+SURROGATE_ARCHS = ("lenet", "mlp", "resnet-tiny", "cnn")
+REFERENCE_SEED, SURROGATE_SEED = 1001, 2001
+
+
+def held_out(data: Data) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Candidate query inputs with their true labels, and a name for the fingerprint header. A registered
+    dataset gives its test split (inputs the owner did not train on)."""
+    if isinstance(data, str):
+        ds = datasets.load(data, "test")
+        return ds.x, ds.y, data
+    if isinstance(data, tuple) and len(data) == 2:
+        x, y = (torch.as_tensor(t) for t in data)
+    elif isinstance(data, Dataset) and hasattr(data, "tensors"):
+        x, y = data.tensors[:2]
+    elif isinstance(data, Dataset):
+        items = [data[i] for i in range(len(data))]  # type: ignore[arg-type]
+        x, y = torch.stack([torch.as_tensor(a) for a, _ in items]), torch.as_tensor([int(b) for _, b in items])
+    else:
+        raise ConfigError(f"data must be a dataset name, a Dataset or (x, y) tensors, not {type(data).__name__}")
+    if not x.is_floating_point() or y.ndim != 1 or len(x) != len(y) or y.is_floating_point():
+        raise ConfigError(
+            f"data must be float inputs (N, ...) and integer labels (N,), got {x.dtype} "
+            f"{tuple(x.shape)} and {y.dtype} {tuple(y.shape)}"
+        )
+    return x.float(), y.long(), f"tensors:{tensors_digest('', {'x': x, 'y': y})[:16]}"
+
+
+def _owner(owner: Model | nn.Module, x: torch.Tensor, device: str) -> Model:
+    if isinstance(owner, Model):
+        return owner
+    if isinstance(owner, nn.Module):
+        return WhiteBox(owner, input_shape=tuple(x.shape[1:]), device=device)
+    raise ConfigError(f"the owner must be a torch module or a modelprint Model, not {type(owner).__name__}")
+
+
+def _builders(owner: Model, dataset: str | None, references, surrogates, cache_dir, device):
+    """Functions giving ``n`` reference models and ``n`` surrogates: the user's, or built by the lineage module."""
+    from ..lineage import OPS, build, resolve
+    from ..lineage.ops import Node
+
+    def given(models: Sequence) -> Callable[[int], list[nn.Module]]:
+        def take(n: int) -> list[nn.Module]:
+            if n > len(models):
+                raise ConfigError(f"the sampler needs {n} models, {len(models)} were given")
+            out = [resolve(m, cache_dir=cache_dir, device=device) for m in models[:n]]
+            if not all(isinstance(m, nn.Module) for m in out):
+                raise ConfigError("reference and surrogate models must be torch modules")
+            return out
+
+        return take
+
+    def built_refs(n: int) -> list[nn.Module]:
+        return [
+            build(f"train({REFERENCE_ARCHS[i % 4]},{dataset},{REFERENCE_SEED + i})", cache_dir, device)
+            for i in range(n)
+        ]
+
+    def built_surrogates(n: int) -> list[nn.Module]:
+        if not isinstance(owner, WhiteBox):
+            raise ConfigError("surrogates of a black-box owner cannot be built here: pass surrogates=[...]")
+        out = []
+        for i in range(n):
+            step = f"label_extract({SURROGATE_ARCHS[i % 4]},{SURROGATE_SEED + i})"
+            lineage = getattr(owner.module, "mp_lineage", None)
+            if lineage and lineage.get("digest") == module_digest(owner.module):
+                out.append(build(f"{lineage['expression']}->{step}", cache_dir, device))
+            else:  # an owner the zoo did not build: extract from it directly (not cached)
+                out.append(OPS.make(*_split_call(step)).apply(Node(owner.module, dataset), device=device).module)
+        return out
+
+    refs = given(references) if references is not None else built_refs if dataset else None
+    surr = given(surrogates) if surrogates is not None else built_surrogates if dataset else None
+    return refs, surr
+
+
+def _split_call(step: str) -> list:
+    from ..lineage.expr import parse_steps
+
+    [(name, args, _)] = parse_steps(step)
+    return [name, *args]
+
+
+def extract(
+    owner: Model | nn.Module,
+    scheme: str | Scheme = "AKH",
+    data: Data = "digits",
+    budget: int = 100,
+    seed: int = 0,
+    *,
+    references: Sequence | None = None,
+    surrogates: Sequence | None = None,
+    cache_dir: str | Path | None | bool = None,
+    device: str = "cpu",
+) -> Fingerprint:
+    """Fingerprint ``owner`` with ``scheme`` using ``budget`` queries drawn from ``data`` (a registered dataset's
+    test split, a Dataset, or (x, y) tensors). Samplers that need reference models or surrogates build them with
+    the lineage module (cached) when ``data`` is a registered dataset, or take ``references``/``surrogates``."""
+    scheme = make_scheme(scheme)
+    scheme.sampler.check_budget(budget)
+    x, y, name = held_out(data)
+    model = _owner(owner, x, device)
+    scheme.check_access(model.output, "the owner")
+    if model._input_shape is not None and model.input_shape != tuple(x.shape[1:]):
+        raise ConfigError(f"the owner takes inputs of shape {model.input_shape}, the data has {tuple(x.shape[1:])}")
+    if int(y.max()) >= model.num_classes:
+        raise ConfigError(f"the data has labels up to {int(y.max())}, the owner only {model.num_classes} classes")
+    refs, surr = _builders(model, name if isinstance(data, str) else None, references, surrogates, cache_dir, device)
+    gen = torch.Generator().manual_seed(seed)
+    queries = scheme.sampler.sample(Context(model, x, y, budget, gen, device, refs, surr))
+    if len(queries.x) != budget:
+        raise ConfigError(f"sampler {scheme.sampler.spec()} made {len(queries.x)} queries, not {budget}")
+    responses = getattr(scheme.view(model), scheme.needs)(queries.x)
+    return Fingerprint(
+        scheme=scheme,
+        queries=queries.x.float().contiguous(),
+        responses=responses,
+        num_classes=model.num_classes,
+        budget=budget,
+        seed=seed,
+        dataset=name,
+        unit=queries.unit,
+        aux=queries.aux,
+        owner_sha256=module_digest(model.module) if isinstance(model, WhiteBox) else None,
+    )
+
+
+def as_suspect(suspect: Suspect, fp: Fingerprint, cache_dir=None, device: str = "cpu") -> Model:
+    """A suspect as a ``Model`` of the fingerprint's input shape and classes. A plain callable is taken to answer
+    what the scheme needs (labels for hard-label schemes, probabilities otherwise)."""
+    from ..lineage import resolve
+
+    if isinstance(suspect, str | Path):
+        suspect = resolve(
+            suspect, cache_dir=cache_dir, device=device, input_shape=list(fp.input_shape), num_classes=fp.num_classes
+        )
+    if isinstance(suspect, Model):
+        return suspect
+    if isinstance(suspect, nn.Module):
+        return WhiteBox(suspect, fp.num_classes, fp.input_shape, device=device)
+    if callable(suspect):
+        return BlackBox(suspect, "labels" if fp.scheme.needs == "labels" else "probs", fp.num_classes, fp.input_shape)
+    raise ConfigError(f"cannot use {type(suspect).__name__} as a suspect: expected a module, Model, callable or path")
+
+
+def score(fp: Fingerprint, suspect: Suspect, cache_dir=None, device: str = "cpu") -> float:
+    """The similarity of ``suspect`` to the owner on the fingerprint's queries (higher = more related)."""
+    model = as_suspect(suspect, fp, cache_dir, device)
+    out = getattr(fp.scheme.view(model, budget=fp.budget), fp.scheme.needs)(fp.queries)
+    return fp.scheme.similarity(fp.responses, out, fp.aux, fp.num_classes)
+
+
+def calibrate(
+    fp: Fingerprint,
+    null_models: Sequence[Suspect] = (),
+    target_fpr: float = 0.05,
+    *,
+    null_scores: Sequence[float] | None = None,
+    cache_dir=None,
+    device: str = "cpu",
+) -> Fingerprint:
+    """``fp`` with a null distribution: its scores against models known to be unrelated to the owner (modules,
+    files or lineage expressions), and the false-positive rate verification is held to."""
+    check_alpha(target_fpr)
+    scores = list(null_scores or [])
+    names = [f"score:{s:.6g}" for s in scores]
+    for m in null_models:
+        scores.append(score(fp, m, cache_dir, device))
+        names.append(str(m) if isinstance(m, str | Path) else type(m).__name__)
+    if len(scores) < 2:
+        raise ConfigError("calibration needs at least 2 unrelated models (more give a sharper threshold)")
+    return fp.calibrated(np.array(scores), tuple(names), target_fpr)
+
+
+def verify(
+    fp: Fingerprint,
+    suspect: Suspect,
+    *,
+    alpha: float | None = None,
+    sequential: bool = False,
+    delta: float = 0.01,
+    batch: int = 10,
+    cache_dir=None,
+    device: str = "cpu",
+) -> Verdict:
+    """Is ``suspect`` derived from the fingerprint's owner? Sends exactly the fingerprint's queries (hard labels
+    only for hard-label schemes). With ``sequential``, queries go in batches of ``batch`` units and verification
+    stops once a Hoeffding-Serfling bound puts the full-budget score on one side of the threshold; the decision
+    then differs from the full one with probability at most ``delta``."""
+    null = fp.null
+    if null is None:
+        raise ConfigError(
+            "the fingerprint is not calibrated: run calibrate(fp, null_models=[...]) first "
+            "(or use score() for the raw similarity)"
+        )
+    alpha = fp.target_fpr if alpha is None else alpha
+    check_alpha(alpha)
+    model = as_suspect(suspect, fp, cache_dir, device)
+    view = fp.scheme.view(model, budget=fp.budget)
+    ask = getattr(view, fp.scheme.needs)
+    if not sequential:
+        s = fp.scheme.similarity(fp.responses, ask(fp.queries), fp.aux, fp.num_classes)
+        return decide(s, null, alpha, queries=view.queries, scheme=fp.scheme.label)
+    if not fp.scheme.sequential:
+        raise ConfigError(
+            f"scheme {fp.scheme.label} cannot stop early: its score is not a mean over queries "
+            "(sequential verification works with label-agreement schemes: AKH, IPGuard, CAE, ...)"
+        )
+    if not 0 < delta < 1 or batch < 1:
+        raise ConfigError(f"need 0 < delta < 1 and batch >= 1, got delta={delta}, batch={batch}")
+    units = fp.budget // fp.unit
+    order = torch.randperm(units, generator=torch.Generator().manual_seed(fp.seed))
+    looks, tau = math.ceil(units / batch), null.threshold(alpha)
+    sims: list[torch.Tensor] = []
+    for look in range(looks):
+        idx = order[look * batch : (look + 1) * batch]
+        q = (idx[:, None] * fp.unit + torch.arange(fp.unit)).flatten()
+        sims.append(fp.scheme.unit_similarity(fp.responses[q], ask(fp.queries[q]), {}, fp.num_classes))
+        done = torch.cat(sims)
+        mean, radius = float(done.double().mean()), serfling_radius(len(done), units, looks, delta)
+        if mean - radius > tau or mean + radius <= tau:
+            break
+    return decide(
+        mean,
+        null,
+        alpha,
+        queries=view.queries,
+        scheme=fp.scheme.label,
+        sequential={"looks": look + 1, "of_looks": looks, "delta": delta, "queries_saved": fp.budget - view.queries},
+    )

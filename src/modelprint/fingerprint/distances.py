@@ -1,0 +1,75 @@
+"""Distances between two representations; the fingerprint score is the similarity ``1 - distance``."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import normalized_mutual_info_score
+
+from ..base import Params, Registry
+
+DISTANCES: Registry[Distance] = Registry("distance")
+
+
+class Distance(Params):
+    """Compares the owner's representation with the suspect's (same shape); 0 for identical ones."""
+
+    kinds: ClassVar[tuple[str, ...]] = ("real",)  # representation kinds it can compare
+    per_unit: ClassVar[bool] = False  # its similarity is a mean of per-unit similarities in [0, 1]
+
+    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> float:
+        raise NotImplementedError
+
+    def unit_similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{self.spec()} is not a mean over queries")
+
+
+@DISTANCES.register("hamming")
+class Hamming(Distance):
+    """Fraction of entries that differ (label mismatch rate)."""
+
+    kinds, per_unit = ("categorical",), True
+
+    def __call__(self, a, b):
+        return float((a != b).float().mean())
+
+    def unit_similarity(self, a, b):
+        return (a == b).float()
+
+
+@DISTANCES.register("cosine")
+class Cosine(Distance):
+    """Mean over rows of 1 - cos (a 1-D representation is one row)."""
+
+    def __call__(self, a, b):
+        a, b = a.reshape(len(a), -1).double(), b.reshape(len(b), -1).double()
+        return float((1 - F.cosine_similarity(a, b, dim=1, eps=1e-12)).mean())
+
+
+@DISTANCES.register("l2")
+class L2(Distance):
+    """Root mean square difference."""
+
+    def __call__(self, a, b):
+        return float((a.double() - b.double()).pow(2).mean().sqrt())
+
+
+@DISTANCES.register("l1")
+class L1(Distance):
+    """Mean absolute difference."""
+
+    def __call__(self, a, b):
+        return float((a.double() - b.double()).abs().mean())
+
+
+@DISTANCES.register("mutual-info")
+class MutualInfo(Distance):
+    """1 - I(U;V) / min(H(U), H(V)) on the co-occurrence of the two label sequences (FBI): invariant to any
+    relabelling of classes. Two constant sequences count as identical."""
+
+    kinds = ("categorical",)
+
+    def __call__(self, a, b):
+        return 1.0 - float(normalized_mutual_info_score(a.flatten().numpy(), b.flatten().numpy(), average_method="min"))

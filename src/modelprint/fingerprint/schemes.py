@@ -1,0 +1,125 @@
+"""A scheme is a query sampler x a representation x a distance (QuRD's decomposition). Named schemes of the
+literature resolve to their defaults; any compatible combination can be spelled ``"negative+labels+hamming"``."""
+
+from __future__ import annotations
+
+import torch
+
+from ..access import Model, Output, View
+from ..base import Params
+from ..errors import AccessError, ConfigError
+from ..lineage.expr import _split_top, parse_steps
+from .distances import DISTANCES, Distance
+from .queries import SAMPLERS, Sampler
+from .representations import REPRESENTATIONS, Representation
+
+# name -> (components, what it reproduces)
+NAMED: dict[str, tuple[str, str]] = {
+    "AKH": ("negative+labels+hamming", "Adversarial-knowledge hashing: the owner's misclassified inputs"),
+    "SAC-w": ("negative+sac+l2", "SAC on misclassified inputs (Guan et al. 2022)"),
+    "SAC-m": ("cutmix+sac+l2", "SAC on CutMix inputs (Guan et al. 2022)"),
+    "ModelDiff": ("adversarial+ddv+cosine", "Decision distance vectors on adversarial pairs (Li et al. 2021)"),
+    "IPGuard": ("boundary+labels+hamming", "Points near the owner's decision boundary (Cao et al. 2021)"),
+    "ZestOfLIME": ("lime+lime+cosine", "Local linear explanations (Jia et al. 2022)"),
+    "FBI": ("benign-entropy+labels+mutual-info", "Benign inputs the population disagrees on (Maho et al. 2023)"),
+    "Random": ("random+labels+hamming", "Label agreement on random held-out inputs (baseline)"),
+    "CAE": ("conferrable+labels+hamming", "Conferrable adversarial examples (Lukas et al. 2021)"),
+    "Divergent": ("divergent+labels+hamming", "modelprint: blends where the owner is idiosyncratic"),
+}
+_BY_LOWER = {n.lower(): n for n in NAMED}
+RANK: dict[str, int] = {"labels": 0, "probs": 1, "logits": 2}
+
+
+class Scheme:
+    """A fingerprinting scheme. Construction checks that the three parts fit together."""
+
+    def __init__(self, sampler: Sampler, representation: Representation, distance: Distance, name: str = ""):
+        self.sampler, self.representation, self.distance, self.name = sampler, representation, distance, name
+        rep = representation
+        if sampler.layout not in rep.layouts:
+            raise ConfigError(
+                f"{self.label}: representation {rep.spec()} reads {' or '.join(rep.layouts)} queries, "
+                f"but sampler {sampler.spec()} makes {sampler.layout} ones"
+            )
+        if rep.kind not in distance.kinds:
+            raise ConfigError(
+                f"{self.label}: distance {distance.spec()} compares {' or '.join(distance.kinds)} representations, "
+                f"but {rep.spec()} is {rep.kind}"
+            )
+
+    @property
+    def label(self) -> str:
+        return self.name or self.components
+
+    @property
+    def components(self) -> str:
+        return "+".join(_short(p) for p in (self.sampler, self.representation, self.distance))
+
+    @property
+    def needs(self) -> Output:
+        """The access the suspect must give: hard labels, probabilities or logits."""
+        return self.representation.needs
+
+    @property
+    def sequential(self) -> bool:
+        """Whether the score is a mean of per-query similarities, so verification can stop early."""
+        return self.distance.per_unit and self.representation.per_unit
+
+    def check_access(self, output: Output, who: str = "the suspect") -> None:
+        if RANK[output] < RANK[self.needs]:
+            raise AccessError(f"scheme {self.label} needs {self.needs}, but {who} answers {output} only")
+
+    def view(self, model: Model, budget: int | None = None) -> View:
+        """``model`` restricted to the access this scheme needs (so a hard-label scheme can never ask more)."""
+        self.check_access(model.output, repr(model))
+        return View(model, self.needs, budget)
+
+    def represent(self, out: torch.Tensor, aux: dict[str, torch.Tensor], num_classes: int) -> torch.Tensor:
+        return self.representation(out, aux, num_classes)
+
+    def similarity(self, owner: torch.Tensor, suspect: torch.Tensor, aux: dict, num_classes: int) -> float:
+        """1 - distance between the representations of the owner's and the suspect's outputs."""
+        return 1.0 - self.distance(self.represent(owner, aux, num_classes), self.represent(suspect, aux, num_classes))
+
+    def unit_similarity(self, owner: torch.Tensor, suspect: torch.Tensor, aux: dict, num_classes: int):
+        return self.distance.unit_similarity(
+            self.represent(owner, aux, num_classes), self.represent(suspect, aux, num_classes)
+        )
+
+    def __repr__(self) -> str:
+        return f"Scheme({self.label!r}: {self.components})" if self.name else f"Scheme({self.components})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Scheme) and self.components == other.components
+
+    def __hash__(self) -> int:
+        return hash(self.components)
+
+
+def _short(p: Params) -> str:
+    spec = p.spec()
+    return spec[:-2] if spec.endswith("()") else spec
+
+
+def make_scheme(spec: str | Scheme, access: Output | None = None) -> Scheme:
+    """A scheme by name (``"AKH"``, case-insensitive) or by components (``"adversarial(eps=0.05)+ddv+cosine"``).
+    ``access``, when given, is what the suspect will answer; a scheme needing more fails here."""
+    if isinstance(spec, Scheme):
+        scheme = spec
+    else:
+        name = _BY_LOWER.get(spec.strip().lower(), "")
+        parts = _split_top(NAMED[name][0] if name else spec, "+")
+        if len(parts) != 3:
+            raise ConfigError(
+                f"unknown scheme {spec!r}: expected a named scheme ({', '.join(NAMED)}) "
+                "or sampler+representation+distance"
+            )
+        objs = []
+        for part, reg in zip(parts, (SAMPLERS, REPRESENTATIONS, DISTANCES), strict=True):
+            text = part.strip() if "(" in part else f"{part.strip()}()"
+            [(n, args, kwargs)] = parse_steps(text)
+            objs.append(reg.make(n, *args, **kwargs))
+        scheme = Scheme(*objs, name=name)
+    if access is not None:
+        scheme.check_access(access)
+    return scheme

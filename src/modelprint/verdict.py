@@ -1,0 +1,50 @@
+"""The one verdict type of modelprint: what fingerprints, watermarks and integrity checks all answer."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Is the suspect related to the owner's model? ``score`` is higher for more related models; the decision
+    is ``p_value <= alpha`` (equivalently ``score > threshold``) against the null the evidence names."""
+
+    score: float
+    threshold: float
+    p_value: float
+    related: bool
+    queries: int  # inputs sent to the suspect
+    alpha: float  # the false-positive rate the decision is held to
+    scheme: str
+    method: str  # how the p-value was obtained: empirical, t-tail, binomial, ...
+    evidence: dict[str, Any] = field(default_factory=dict)  # what is needed to re-check the decision
+
+    def summary(self) -> str:
+        word = "RELATED" if self.related else "not related"
+        return (
+            f"{word}: score {self.score:.4f} vs threshold {self.threshold:.4f}, p = {format_p(self.p_value)} "
+            f"({self.method}, alpha {self.alpha:g}), {self.queries} queries, scheme {self.scheme}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=_plain)
+
+
+def format_p(p: float) -> str:
+    return f"{p:.3g}" if p >= 1e-3 or p == 0 else f"{p:.2e}"
+
+
+def _plain(v: Any) -> Any:
+    """numpy scalars and arrays in the evidence become JSON numbers and lists."""
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    raise TypeError(f"cannot write {type(v).__name__} as JSON")
