@@ -233,3 +233,18 @@ def test_file_rejects_tampering_truncation_and_foreign_files(akh, tmp_path):
             mp.Fingerprint.load(path)
     with pytest.raises(FileFormatError, match="no such"):
         mp.Fingerprint.load(tmp_path / "missing.fp")
+
+
+def test_suspect_with_another_label_set(fingerprints, zoo):
+    parity = zoo(f"{SOURCE}->transfer(digits-parity,0)").module  # 2 classes instead of 10
+    assert 0.0 <= mp.score(fingerprints("FBI"), parity) <= 1.0
+    with pytest.raises(AccessError, match="class by class"):
+        mp.score(fingerprints("ZestOfLIME"), parity)
+
+
+def test_combined_verdict_over_schemes(akh, fingerprints, nulls, source, independents):
+    sac = mp.calibrate(fingerprints("SAC-w"), nulls)
+    v = mp.verify_combined([akh, sac], source.module)
+    assert v.related and v.queries == 2 * BUDGET and set(v.evidence) == {"AKH", "SAC-w"}
+    assert v.p_value == pytest.approx(min(1.0, 2 * min(x["p_value"] for x in v.evidence.values())))
+    assert not mp.verify_combined([akh, sac], independents[1]).related

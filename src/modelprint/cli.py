@@ -244,6 +244,12 @@ DEMO_INDEPENDENT = [
 ]
 
 
+# Unrelated models the demo calibrates on: other seeds than the independent suspects, every architecture.
+DEMO_NULLS = [f"train({a},digits,{s})" for a, s in [("cnn", 5), ("cnn", 6), ("lenet", 5), ("lenet", 6),
+                                                     ("resnet-tiny", 5), ("mlp", 5)]]  # fmt: skip
+DEMO_SCHEMES = ("AKH", "Divergent")
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the report and the model cache.")] = Path(
@@ -251,17 +257,47 @@ def demo(
     ),
     device: DeviceOpt = "cpu",
 ) -> None:
-    """Build a small model zoo on the bundled digits and write its table to OUT/zoo.csv."""
-    exprs = [DEMO_SOURCE] + [f"{DEMO_SOURCE}->{d}" for d in DEMO_DERIVED] + DEMO_INDEPENDENT
-    rows = build_table(
-        exprs,
-        out / "zoo",
-        check_device(device),
-        "modelprint demo: a source model, its derived models and independent ones",
-        reference="digits",
-    )
+    """Build a small model zoo on the bundled digits, fingerprint the source model, calibrate on unrelated
+    models and verify every suspect: writes OUT/zoo.csv, OUT/verdicts.csv and the fingerprint files."""
+    from .fingerprint import calibrate, extract, verify
+    from .lineage import build
+
+    device = check_device(device)
+    suspects = [f"{DEMO_SOURCE}->{d}" for d in DEMO_DERIVED] + DEMO_INDEPENDENT
+    title = "modelprint demo: a source model, its derived models and independent ones"
+    rows = build_table([DEMO_SOURCE, *suspects, *DEMO_NULLS], out / "zoo", device, title, reference="digits")
     write_csv(rows, out / "zoo.csv")
-    console.print(f"wrote {out / 'zoo.csv'}")
+    cache = out / "zoo"
+    owner = build(DEMO_SOURCE, cache_dir=cache, device=device)
+    verdicts = []
+    for scheme in DEMO_SCHEMES:
+        with err_console.status(f"{scheme}: extracting, calibrating on {len(DEMO_NULLS)} unrelated models"):
+            fp = extract(owner, scheme, "digits", 100, cache_dir=cache, device=device)
+            fp = calibrate(fp, DEMO_NULLS, cache_dir=cache, device=device)
+            fp.save(out / f"{scheme}.fp")
+        for e in suspects:
+            v = verify(fp, e, cache_dir=cache, device=device)
+            truth = e.startswith(DEMO_SOURCE)
+            verdicts.append({"suspect": e, "derived": truth, "scheme": scheme, "score": v.score,
+                             "threshold": v.threshold, "p_value": v.p_value, "related": v.related,
+                             "correct": v.related == truth})  # fmt: skip
+    table = Table(title="verdicts (budget 100, calibrated at FPR 0.05)")
+    table.add_column("suspect", overflow="fold")
+    table.add_column("truth")
+    for scheme in DEMO_SCHEMES:
+        table.add_column(f"{scheme} score / p", justify="right")
+    for e in suspects:
+        cells = []
+        for r in (r for r in verdicts if r["suspect"] == e):
+            mark = "[green]related[/]" if r["related"] else "unrelated"
+            cells.append(f"{r['score']:.2f} / {r['p_value']:.3g} {mark}{'' if r['correct'] else ' [red]✗[/]'}")
+        table.add_row(e, "derived" if e.startswith(DEMO_SOURCE) else "independent", *cells)
+    console.print(table)
+    for scheme in DEMO_SCHEMES:
+        ok = [r["correct"] for r in verdicts if r["scheme"] == scheme]
+        console.print(f"{scheme}: {sum(ok)}/{len(ok)} verdicts correct", highlight=False)
+    write_csv(verdicts, out / "verdicts.csv")
+    console.print(f"wrote {out / 'zoo.csv'}, {out / 'verdicts.csv'} and {', '.join(f'{s}.fp' for s in DEMO_SCHEMES)}")
 
 
 # --- fingerprints ------------------------------------------------------------------------------------------

@@ -7,9 +7,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 from .errors import ConfigError
 from .verdict import Verdict
@@ -54,6 +55,7 @@ class EmpiricalNull(Null):
     def p_empirical(self, score: float) -> float:
         return float((1 + np.sum(self.scores >= score)) / (1 + len(self.scores)))
 
+    @cached_property
     def _t(self) -> tuple[float, float, int]:
         n = len(self.scores)
         mean = float(self.scores.mean())
@@ -63,14 +65,14 @@ class EmpiricalNull(Null):
     def p_value(self, score: float) -> float:
         if self.method == "empirical":
             return self.p_empirical(score)
-        mean, scale, df = self._t()
-        return float(stats.t.sf((score - mean) / scale, df))
+        mean, scale, df = self._t
+        return float(special.stdtr(df, -(score - mean) / scale))  # the ufunc: scipy.stats' sf is 50x slower
 
     def threshold(self, alpha: float) -> float:
         check_alpha(alpha)
         if self.method == "t-tail":
-            mean, scale, df = self._t()
-            return float(mean + scale * stats.t.isf(alpha, df))
+            mean, scale, df = self._t
+            return float(mean + scale * special.stdtrit(df, 1 - alpha))
         # p <= alpha  <=>  at most k null scores reach s  <=>  s above the (k+1)-th largest null score
         k = math.floor(alpha * (len(self.scores) + 1)) - 1
         return math.inf if k < 0 else float(np.sort(self.scores)[::-1][k])
@@ -119,7 +121,10 @@ def decide(score: float, null: Null, alpha: float, *, queries: int, scheme: str,
 
 
 def combine(p_values: Sequence[float], method: str = "fisher") -> float:
-    """One p-value from independent ones (Fisher's or Stouffer's method)."""
+    """One p-value from several: ``fisher`` or ``stouffer`` (independent tests), ``tippett`` (the smallest,
+    1 - (1 - min p)^k), or ``bonferroni`` (k min p, valid however the tests depend on each other)."""
+    if method == "bonferroni":
+        return float(min(1.0, len(p_values) * min(p_values)))
     return float(stats.combine_pvalues(np.clip(p_values, 1e-300, 1.0), method=method).pvalue)
 
 

@@ -1,7 +1,7 @@
 """Functional fingerprints: query samplers x representations x distances (QuRD's decomposition), the named
 schemes of the literature, the fingerprint file, and the extract / calibrate / verify workflow."""
 
-from .api import calibrate, extract, score, verify
+from .api import calibrate, extract, score, verify, verify_combined
 from .distances import DISTANCES, Distance
 from .file import Fingerprint
 from .queries import SAMPLERS, Context, Queries, Sampler
@@ -25,4 +25,5 @@ __all__ = [
     "make_scheme",
     "score",
     "verify",
+    "verify_combined",
 ]

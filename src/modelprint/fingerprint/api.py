@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from .. import data as datasets
 from ..access import BlackBox, Model, WhiteBox
-from ..decide import check_alpha, decide, serfling_radius
+from ..decide import check_alpha, combine, decide, serfling_radius
 from ..digest import module_digest, tensors_digest
 from ..errors import ConfigError
 from ..verdict import Verdict
@@ -156,20 +156,19 @@ def extract(
 
 
 def as_suspect(suspect: Suspect, fp: Fingerprint, cache_dir=None, device: str = "cpu") -> Model:
-    """A suspect as a ``Model`` of the fingerprint's input shape and classes. A plain callable is taken to answer
-    what the scheme needs (labels for hard-label schemes, probabilities otherwise)."""
+    """A suspect as a ``Model`` of the fingerprint's input shape (its classes may differ from the owner's: label
+    and correlation schemes still compare them). A plain callable is taken to answer what the scheme needs
+    (labels for hard-label schemes, probabilities otherwise)."""
     from ..lineage import resolve
 
     if isinstance(suspect, str | Path):
-        suspect = resolve(
-            suspect, cache_dir=cache_dir, device=device, input_shape=list(fp.input_shape), num_classes=fp.num_classes
-        )
+        suspect = resolve(suspect, cache_dir=cache_dir, device=device, input_shape=list(fp.input_shape))
     if isinstance(suspect, Model):
         return suspect
-    if isinstance(suspect, nn.Module):
-        return WhiteBox(suspect, fp.num_classes, fp.input_shape, device=device)
+    if isinstance(suspect, nn.Module):  # its own number of classes: a transfer may have changed the label set
+        return WhiteBox(suspect, input_shape=fp.input_shape, device=device)
     if callable(suspect):
-        return BlackBox(suspect, "labels" if fp.scheme.needs == "labels" else "probs", fp.num_classes, fp.input_shape)
+        return BlackBox(suspect, "labels" if fp.scheme.needs == "labels" else "probs", input_shape=fp.input_shape)
     raise ConfigError(f"cannot use {type(suspect).__name__} as a suspect: expected a module, Model, callable or path")
 
 
@@ -177,7 +176,7 @@ def score(fp: Fingerprint, suspect: Suspect, cache_dir=None, device: str = "cpu"
     """The similarity of ``suspect`` to the owner on the fingerprint's queries (higher = more related)."""
     model = as_suspect(suspect, fp, cache_dir, device)
     out = getattr(fp.scheme.view(model, budget=fp.budget), fp.scheme.needs)(fp.queries)
-    return fp.scheme.similarity(fp.responses, out, fp.aux, fp.num_classes)
+    return fp.similarity(out)
 
 
 def calibrate(
@@ -229,7 +228,7 @@ def verify(
     view = fp.scheme.view(model, budget=fp.budget)
     ask = getattr(view, fp.scheme.needs)
     if not sequential:
-        s = fp.scheme.similarity(fp.responses, ask(fp.queries), fp.aux, fp.num_classes)
+        s = fp.similarity(ask(fp.queries))
         return decide(s, null, alpha, queries=view.queries, scheme=fp.scheme.label)
     if not fp.scheme.sequential:
         raise ConfigError(
@@ -245,7 +244,7 @@ def verify(
     for look in range(looks):
         idx = order[look * batch : (look + 1) * batch]
         q = (idx[:, None] * fp.unit + torch.arange(fp.unit)).flatten()
-        sims.append(fp.scheme.unit_similarity(fp.responses[q], ask(fp.queries[q]), {}, fp.num_classes))
+        sims.append(fp.scheme.unit_similarity(fp.responses[q], ask(fp.queries[q]), fp.num_classes))
         done = torch.cat(sims)
         mean, radius = float(done.double().mean()), serfling_radius(len(done), units, looks, delta)
         if mean - radius > tau or mean + radius <= tau:
@@ -258,3 +257,26 @@ def verify(
         scheme=fp.scheme.label,
         sequential={"looks": look + 1, "of_looks": looks, "delta": delta, "queries_saved": fp.budget - view.queries},
     )
+
+
+def verify_combined(
+    fps: Sequence[Fingerprint], suspect: Suspect, *, method: str = "bonferroni", alpha: float | None = None,
+    cache_dir=None, device: str = "cpu",
+) -> Verdict:  # fmt: skip
+    """One verdict from several calibrated fingerprints of the same owner: their p-values combined by
+    ``bonferroni`` (the smallest p-value times their number: decisive when any one scheme is, valid however
+    the schemes depend on each other), ``tippett``, ``fisher``
+    or ``stouffer`` (evidence spread over all). The score is -log10 of the combined p-value."""
+    if not fps:
+        raise ConfigError("verify_combined needs at least one fingerprint")
+    alpha = fps[0].target_fpr if alpha is None else alpha
+    check_alpha(alpha)
+    model = as_suspect(suspect, fps[0], cache_dir, device)
+    parts = [verify(fp, model, alpha=alpha, cache_dir=cache_dir, device=device) for fp in fps]
+    p = combine([v.p_value for v in parts], method)
+    return Verdict(
+        score=-math.log10(max(p, 1e-300)), threshold=-math.log10(alpha), p_value=p, related=p <= alpha,
+        queries=sum(v.queries for v in parts), alpha=alpha, scheme="+".join(v.scheme for v in parts),
+        method=f"{method} over {len(parts)} schemes",
+        evidence={v.scheme: {"score": v.score, "p_value": v.p_value} for v in parts},
+    )  # fmt: skip

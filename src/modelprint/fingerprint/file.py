@@ -9,6 +9,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +69,18 @@ class Fingerprint:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.queries.shape[1:])
 
-    @property
+    @cached_property
     def null(self) -> EmpiricalNull | None:
         return None if self.null_scores is None else EmpiricalNull(self.null_scores)
+
+    @cached_property
+    def owner_representation(self) -> torch.Tensor:
+        return self.scheme.represent(self.responses, self.aux, self.num_classes)
+
+    def similarity(self, suspect_outputs: torch.Tensor) -> float:
+        """How similar a suspect's outputs on all the queries are to the owner's (higher = more related)."""
+        suspect = self.scheme.represent(suspect_outputs, self.aux, self.num_classes)
+        return self.scheme.compare(self.owner_representation, suspect)
 
     def calibrated(self, scores: np.ndarray, models: tuple[str, ...], target_fpr: float) -> Fingerprint:
         return replace(

@@ -77,14 +77,23 @@ class Scheme:
     def represent(self, out: torch.Tensor, aux: dict[str, torch.Tensor], num_classes: int) -> torch.Tensor:
         return self.representation(out, aux, num_classes)
 
-    def similarity(self, owner: torch.Tensor, suspect: torch.Tensor, aux: dict, num_classes: int) -> float:
-        """1 - distance between the representations of the owner's and the suspect's outputs."""
-        return 1.0 - self.distance(self.represent(owner, aux, num_classes), self.represent(suspect, aux, num_classes))
+    def compare(self, owner: torch.Tensor, suspect: torch.Tensor) -> float:
+        """Similarity ``1 - distance`` of two representations."""
+        return 1.0 - self.distance(owner, self._same_shape(owner, suspect))
 
-    def unit_similarity(self, owner: torch.Tensor, suspect: torch.Tensor, aux: dict, num_classes: int):
-        return self.distance.unit_similarity(
-            self.represent(owner, aux, num_classes), self.represent(suspect, aux, num_classes)
-        )
+    def unit_similarity(self, owner: torch.Tensor, suspect: torch.Tensor, num_classes: int) -> torch.Tensor:
+        """Per-unit similarities of the owner's and the suspect's outputs on some units of the queries."""
+        a, b = self.represent(owner, {}, num_classes), self.represent(suspect, {}, num_classes)
+        return self.distance.unit_similarity(a, self._same_shape(a, b))
+
+    def _same_shape(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if a.shape != b.shape:
+            raise AccessError(
+                f"scheme {self.label} compares outputs class by class, but the suspect's answers give a "
+                f"{tuple(b.shape)} representation and the owner's {tuple(a.shape)} (another number of classes?): "
+                "use a label or correlation scheme (AKH, SAC-w, ModelDiff, FBI, ...)"
+            )
+        return b
 
     def __repr__(self) -> str:
         return f"Scheme({self.label!r}: {self.components})" if self.name else f"Scheme({self.components})"
