@@ -281,7 +281,7 @@ def demo(
             verdicts.append({"suspect": e, "derived": truth, "scheme": scheme, "score": v.score,
                              "threshold": v.threshold, "p_value": v.p_value, "related": v.related,
                              "correct": v.related == truth})  # fmt: skip
-    table = Table(title="verdicts (budget 100, calibrated at FPR 0.05)")
+    table = Table(title=f"verdicts on suspects of source = {DEMO_SOURCE} (budget 100, calibrated at FPR 0.05)")
     table.add_column("suspect", overflow="fold")
     table.add_column("truth")
     for scheme in DEMO_SCHEMES:
@@ -291,7 +291,10 @@ def demo(
         for r in (r for r in verdicts if r["suspect"] == e):
             mark = "[green]related[/]" if r["related"] else "unrelated"
             cells.append(f"{r['score']:.2f} / {r['p_value']:.3g} {mark}{'' if r['correct'] else ' [red]✗[/]'}")
-        table.add_row(e, "derived" if e.startswith(DEMO_SOURCE) else "independent", *cells)
+        derived = e.startswith(DEMO_SOURCE)
+        table.add_row(
+            e.replace(DEMO_SOURCE, "source") if derived else e, "derived" if derived else "independent", *cells
+        )
     console.print(table)
     for scheme in DEMO_SCHEMES:
         ok = [r["correct"] for r in verdicts if r["scheme"] == scheme]
