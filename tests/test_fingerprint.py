@@ -175,6 +175,18 @@ def test_data_as_tensors_and_owner_as_plain_module(source):
         mp.extract(plain, "ModelDiff", "digits", budget=9)
 
 
+def test_references_and_surrogates_given_by_the_user(source, finetuned, independents, nulls):
+    from modelprint import data
+
+    ds = data.load("digits", "test")
+    plain = torch.nn.Sequential(*copy.deepcopy(source.module).children())
+    fp = mp.extract(plain, "divergent(references=2,surrogates=1)+labels+hamming", (ds.x, ds.y), budget=20,
+                    references=independents, surrogates=[finetuned])  # fmt: skip
+    assert mp.score(fp, source.module) == 1.0 and mp.score(fp, finetuned) > max(mp.score(fp, m) for m in nulls)
+    with pytest.raises(ConfigError, match="needs 2 surrogates but was given 1"):
+        mp.extract(plain, "Divergent", (ds.x, ds.y), budget=20, references=independents, surrogates=[finetuned])
+
+
 # --- the fingerprint file --------------------------------------------------------------------------------
 
 

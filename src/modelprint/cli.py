@@ -349,7 +349,6 @@ def calibrate_cmd(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Score the fingerprint against unrelated models, fixing the threshold of verification at a target FPR."""
-    from .decide import EmpiricalNull
     from .fingerprint import Fingerprint, score
 
     fp = Fingerprint.load(fingerprint)
@@ -362,12 +361,11 @@ def calibrate_cmd(
             scores.append(score(fp, m, cache_dir=cache, device=device))
             progress.advance(task)
     fp = fp.calibrated(scores, tuple(null), fpr)
-    EmpiricalNull(fp.null_scores)  # validates (at least two finite scores)
     fp.save(out or fingerprint)
-    null_ = fp.null
+    null = fp.null  # validates: at least two finite scores
     console.print(
         f"calibrated on {len(scores)} null models: mean {np.mean(scores):.4f}, max {np.max(scores):.4f}; "
-        f"threshold {null_.threshold(fpr):.4f} at FPR {fpr:g} ({null_.method}); wrote {out or fingerprint}"
+        f"threshold {null.threshold(fpr):.4f} at FPR {fpr:g} ({null.method}); wrote {out or fingerprint}"
     )
 
 

@@ -69,10 +69,10 @@ def _builders(owner: Model, dataset: str | None, references, surrogates, cache_d
     from ..lineage import OPS, build, resolve
     from ..lineage.ops import Node
 
-    def given(models: Sequence) -> Callable[[int], list[nn.Module]]:
+    def given(models: Sequence, kind: str) -> Callable[[int], list[nn.Module]]:
         def take(n: int) -> list[nn.Module]:
             if n > len(models):
-                raise ConfigError(f"the sampler needs {n} models, {len(models)} were given")
+                raise ConfigError(f"the sampler needs {n} {kind} but was given {len(models)}")
             out = [resolve(m, cache_dir=cache_dir, device=device) for m in models[:n]]
             if not all(isinstance(m, nn.Module) for m in out):
                 raise ConfigError("reference and surrogate models must be torch modules")
@@ -90,25 +90,20 @@ def _builders(owner: Model, dataset: str | None, references, surrogates, cache_d
         if not isinstance(owner, WhiteBox):
             raise ConfigError("surrogates of a black-box owner cannot be built here: pass surrogates=[...]")
         out = []
+        lineage = getattr(owner.module, "mp_lineage", None)
+        cached = bool(lineage) and lineage.get("digest") == module_digest(owner.module)
         for i in range(n):
-            step = f"label_extract({SURROGATE_ARCHS[i % 4]},{SURROGATE_SEED + i})"
-            lineage = getattr(owner.module, "mp_lineage", None)
-            if lineage and lineage.get("digest") == module_digest(owner.module):
-                out.append(build(f"{lineage['expression']}->{step}", cache_dir, device))
-            else:  # an owner the zoo did not build: extract from it directly (not cached)
-                out.append(OPS.make(*_split_call(step)).apply(Node(owner.module, dataset), device=device).module)
+            arch, seed = SURROGATE_ARCHS[i % 4], SURROGATE_SEED + i
+            if cached:
+                out.append(build(f"{lineage['expression']}->label_extract({arch},{seed})", cache_dir, device))
+            else:  # an owner the zoo did not build (or changed since): extract from it directly, not cached
+                op = OPS.make("label_extract", arch, seed)
+                out.append(op.apply(Node(owner.module, dataset), device=device).module)
         return out
 
-    refs = given(references) if references is not None else built_refs if dataset else None
-    surr = given(surrogates) if surrogates is not None else built_surrogates if dataset else None
+    refs = given(references, "references") if references is not None else built_refs if dataset else None
+    surr = given(surrogates, "surrogates") if surrogates is not None else built_surrogates if dataset else None
     return refs, surr
-
-
-def _split_call(step: str) -> list:
-    from ..lineage.expr import parse_steps
-
-    [(name, args, _)] = parse_steps(step)
-    return [name, *args]
 
 
 def extract(
