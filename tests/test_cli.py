@@ -76,3 +76,23 @@ def test_schemes_lists_named_schemes_and_components():
     assert result.exit_code == 0
     for word in ("AKH", "ZestOfLIME", "conferrable", "mutual-info", "hard labels", "probs"):
         assert word in result.output
+
+
+def test_bench_run_and_report(zoo_cache, tmp_path):
+    listing = tmp_path / "mine.yaml"
+    listing.write_text(
+        "dataset: digits\nmodels:\n"
+        "  - {model: 'train(cnn,digits,0)', source: owner, task: source}\n"
+        "  - {model: 'train(cnn,digits,0)->finetune(1)', source: owner, task: finetune}\n"
+        "  - {model: 'train(mlp,digits,3)'}\n  - {model: 'train(lenet,digits,3)'}\n"
+    )
+    out = tmp_path / "run"
+    cache = ["--cache", str(zoo_cache)]
+    ran = runner.invoke(
+        app, ["bench", "run", f"custom:{listing}", "--schemes", "AKH,Random", "--budgets", "10", "-o", str(out), *cache]
+    )
+    assert ran.exit_code == 0 and "finetune" in ran.output and "scored pairs" in ran.output, ran.output
+    report = runner.invoke(app, ["bench", "report", str(out)])
+    assert report.exit_code == 0 and (out / "report.html").exists(), report.output
+    listed = runner.invoke(app, ["bench", "list"])
+    assert listed.exit_code == 0 and "mnist1d-sac" in listed.output

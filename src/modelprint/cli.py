@@ -25,8 +25,10 @@ app = typer.Typer(
 zoo_app = typer.Typer(help="Build and inspect models of the attack zoo from lineage expressions.", no_args_is_help=True)
 data_app = typer.Typer(help="List and inspect datasets.", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
+bench_app = typer.Typer(help="Benchmark fingerprint schemes: run, summarise, report.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-console = Console()
+app.add_typer(bench_app, name="bench")
+console = Console(width=None if sys.stdout.isatty() else 160)  # logs keep wide tables readable
 err_console = Console(stderr=True)
 
 CacheOpt = Annotated[
@@ -222,31 +224,12 @@ def data_list() -> None:
     console.print(table)
 
 
-DEMO_SOURCE = "train(cnn,digits,0)"
-DEMO_DERIVED = [
-    "finetune(1)",
-    "prune(0.5)",
-    "fineprune(0)",
-    "quantize(int8)",
-    "transfer(digits-c,0)",
-    "distill(lenet,0)",
-    "label_extract(mlp,0)",
-    "adv_label_extract(resnet-tiny,0)",
-    "permute(0)",
-    "rescale(0)",
-    "noise(0.05,0)",
+DEMO_BENCH, DEMO_BUDGETS = "digits-sac", (20, 50, 100)
+# Unrelated models the demo calibrates on: other seeds than the benchmark's negatives, every architecture.
+DEMO_NULLS = [
+    f"train({a},digits,{s})"
+    for a, s in [("cnn", 5), ("cnn", 6), ("lenet", 5), ("lenet", 6), ("resnet-tiny", 5), ("mlp", 5)]
 ]
-DEMO_INDEPENDENT = [
-    "train(cnn,digits,1)",
-    "train(lenet,digits,0)",
-    "train(resnet-tiny,digits,0)",
-    "train(mlp,digits,0)",
-]
-
-
-# Unrelated models the demo calibrates on: other seeds than the independent suspects, every architecture.
-DEMO_NULLS = [f"train({a},digits,{s})" for a, s in [("cnn", 5), ("cnn", 6), ("lenet", 5), ("lenet", 6),
-                                                     ("resnet-tiny", 5), ("mlp", 5)]]  # fmt: skip
 DEMO_SCHEMES = ("AKH", "Divergent")
 
 
@@ -257,50 +240,80 @@ def demo(
     ),
     device: DeviceOpt = "cpu",
 ) -> None:
-    """Build a small model zoo on the bundled digits, fingerprint the source model, calibrate on unrelated
-    models and verify every suspect: writes OUT/zoo.csv, OUT/verdicts.csv and the fingerprint files."""
+    """The whole story on the bundled digits: build the demo zoo, verify every suspect with calibrated
+    fingerprints, benchmark every black-box scheme at 3 budgets, and write OUT/report.html."""
+    from .bench import load, report
     from .fingerprint import calibrate, extract, verify
     from .lineage import build
 
     device = check_device(device)
-    suspects = [f"{DEMO_SOURCE}->{d}" for d in DEMO_DERIVED] + DEMO_INDEPENDENT
-    title = "modelprint demo: a source model, its derived models and independent ones"
-    rows = build_table([DEMO_SOURCE, *suspects, *DEMO_NULLS], out / "zoo", device, title, reference="digits")
+    bench = load(DEMO_BENCH, "demo")
+    source = bench.sources[0]
+    suspects = bench.targets(source)
+    title = f"demo zoo: {DEMO_BENCH} (demo profile) and {len(DEMO_NULLS)} calibration models"
+    rows = build_table([*bench.models(), *DEMO_NULLS], out / "zoo", device, title, reference="digits")
     write_csv(rows, out / "zoo.csv")
     cache = out / "zoo"
-    owner = build(DEMO_SOURCE, cache_dir=cache, device=device)
+
+    owner = build(source, cache_dir=cache, device=device)
     verdicts = []
     for scheme in DEMO_SCHEMES:
         with err_console.status(f"{scheme}: extracting, calibrating on {len(DEMO_NULLS)} unrelated models"):
-            fp = extract(owner, scheme, "digits", 100, cache_dir=cache, device=device)
+            fp = extract(owner, scheme, bench.dataset, 100, cache_dir=cache, device=device)
             fp = calibrate(fp, DEMO_NULLS, cache_dir=cache, device=device)
             fp.save(out / f"{scheme}.fp")
-        for e in suspects:
-            v = verify(fp, e, cache_dir=cache, device=device)
-            truth = e.startswith(DEMO_SOURCE)
-            verdicts.append({"suspect": e, "derived": truth, "scheme": scheme, "score": v.score,
-                             "threshold": v.threshold, "p_value": v.p_value, "related": v.related,
-                             "correct": v.related == truth})  # fmt: skip
-    table = Table(title=f"verdicts on suspects of source = {DEMO_SOURCE} (budget 100, calibrated at FPR 0.05)")
+        for t in suspects:
+            v = verify(fp, t.model, cache_dir=cache, device=device)
+            verdicts.append(
+                {
+                    "suspect": t.model,
+                    "task": t.task or "independent",
+                    "derived": t.related,
+                    "scheme": scheme,
+                    "score": v.score,
+                    "threshold": v.threshold,
+                    "p_value": v.p_value,
+                    "related": v.related,
+                    "correct": v.related == t.related,
+                }
+            )
+    table = Table(title=f"verdicts on suspects of source = {source} (budget 100, calibrated at FPR 0.05)")
     table.add_column("suspect", overflow="fold")
-    table.add_column("truth")
+    table.add_column("task")
     for scheme in DEMO_SCHEMES:
         table.add_column(f"{scheme} score / p", justify="right")
-    for e in suspects:
+    for t in suspects:
         cells = []
-        for r in (r for r in verdicts if r["suspect"] == e):
+        for r in (r for r in verdicts if r["suspect"] == t.model):
             mark = "[green]related[/]" if r["related"] else "unrelated"
             cells.append(f"{r['score']:.2f} / {r['p_value']:.3g} {mark}{'' if r['correct'] else ' [red]✗[/]'}")
-        derived = e.startswith(DEMO_SOURCE)
-        table.add_row(
-            e.replace(DEMO_SOURCE, "source") if derived else e, "derived" if derived else "independent", *cells
-        )
+        name = t.model.replace(source, "source") if t.related else t.model
+        table.add_row(name, t.task or "independent", *cells)
     console.print(table)
     for scheme in DEMO_SCHEMES:
         ok = [r["correct"] for r in verdicts if r["scheme"] == scheme]
         console.print(f"{scheme}: {sum(ok)}/{len(ok)} verdicts correct", highlight=False)
     write_csv(verdicts, out / "verdicts.csv")
-    console.print(f"wrote {out / 'zoo.csv'}, {out / 'verdicts.csv'} and {', '.join(f'{s}.fp' for s in DEMO_SCHEMES)}")
+
+    run_bench(
+        DEMO_BENCH,
+        "demo",
+        list(BLACK_BOX_SCHEMES),
+        list(DEMO_BUDGETS),
+        [0],
+        out / "bench",
+        "local",
+        1,
+        None,
+        cache,
+        device,
+    )
+    path, summary = report.write(out / "bench", out / "report.html")
+    top = max(DEMO_BUDGETS)
+    console.print(summary_table(summary[summary["budget"] == top], f"{DEMO_BENCH} (demo profile), budget {top}"))
+    console.print(
+        f"wrote {out / 'zoo.csv'}, {out / 'verdicts.csv'}, {', '.join(f'{s}.fp' for s in DEMO_SCHEMES)} and {path}"
+    )
 
 
 # --- fingerprints ------------------------------------------------------------------------------------------
@@ -446,6 +459,140 @@ def schemes_cmd() -> None:
             table.add_row(n, params, " ".join((cls.__doc__ or "").split()))
         console.print(table)
     console.print("Combine any compatible parts: modelprint extract MODEL --scheme 'adversarial(eps=0.05)+ddv+cosine'")
+
+
+# --- benchmarks ------------------------------------------------------------------------------------------
+
+BLACK_BOX_SCHEMES = ("AKH", "SAC-w", "SAC-m", "ModelDiff", "IPGuard", "ZestOfLIME", "FBI", "Random", "CAE", "Divergent")
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+def run_bench(
+    bench_name: str,
+    profile: str,
+    schemes: list[str],
+    budgets: list[int],
+    seeds: list[int],
+    out: Path,
+    executor: str,
+    workers: int,
+    address: str | None,
+    cache: Path | None,
+    device: str,
+):
+    """Run a benchmark with a progress bar (one bar per phase) and return the results table."""
+    from .bench import load, run
+
+    bench = load(bench_name, profile)  # type: ignore[arg-type]
+    with Progress(*PROGRESS_COLUMNS, console=err_console, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(what: str, i: int, n: int) -> None:
+            phase = "building models" if what == "building models" else "scoring"
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=n)
+            bar.update(tasks[phase], completed=i, description=f"{phase}: {what}" if phase == "scoring" else phase)
+
+        return run(
+            bench,
+            schemes,
+            budgets,
+            seeds,
+            out,
+            executor=executor,
+            workers=workers,
+            address=address,
+            cache_dir=cache,
+            device=device,
+            progress=progress,
+        )
+
+
+def summary_table(summary, title: str) -> Table:
+    """The summary as a rich table: a row per (task), a column per (scheme, budget), AUC / TPR@1%."""
+    table = Table(title=title)
+    table.add_column("task")
+    rows = summary.to_dict("records")
+    cols = sorted({(r["scheme"], int(r["budget"])) for r in rows}, key=lambda c: (c[1], c[0]))
+    for scheme, budget in cols:
+        table.add_column(f"{scheme}\n@{budget}", justify="right")
+    cells = {(r["task"], r["scheme"], int(r["budget"])): f"{r['auc']:.2f}/{r['tpr@0.01']:.2f}" for r in rows}
+    for task in dict.fromkeys(r["task"] for r in rows):
+        table.add_row(task, *(cells.get((task, *c), "—") for c in cols))
+    table.caption = "AUC / TPR@1%FPR, averaged over sources and seeds"
+    return table
+
+
+@bench_app.command("list")
+def bench_list() -> None:
+    """List the benchmarks with their number of sources, tasks and models per profile."""
+    from .bench import BENCHMARKS, load
+
+    table = Table(title="benchmarks")
+    for col in ("name", "profile", "dataset", "sources", "tasks", "models"):
+        table.add_column(col)
+    for name in BENCHMARKS.names():
+        for profile in ("demo", "full"):
+            b = load(name, profile)  # type: ignore[arg-type]
+            table.add_row(name, profile, b.dataset, str(len(b.sources)), str(len(b.tasks())), str(len(b.models())))
+    table.add_row("custom:PATH", "", "yours", "", "", "a .csv or .yaml listing model,source,task")
+    console.print(table)
+
+
+@bench_app.command("run")
+def bench_run(
+    bench: Annotated[str, typer.Argument(help="digits-sac, mnist1d-sac or custom:PATH (a .csv or .yaml listing).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: the results table and run.json.")],
+    schemes: Annotated[str, typer.Option("--schemes", help="Comma-separated schemes.")] = ",".join(BLACK_BOX_SCHEMES),
+    budgets: Annotated[str, typer.Option("--budgets", help="Comma-separated query budgets.")] = "10,20,50,100",
+    seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated query seeds.")] = "0",
+    profile: Annotated[str, typer.Option("--profile", help="demo (small) or full.")] = "full",
+    executor: Annotated[str, typer.Option("--executor", help="local (processes) or ray.")] = "local",
+    workers: Annotated[int, typer.Option("--workers", "-j", help="Parallel workers (local: processes).")] = 1,
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster address.")] = None,
+    cache: CacheOpt = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Score every (scheme, budget, seed, source, target); resumes where a killed run stopped."""
+    from .bench import summarize
+
+    t0 = time.perf_counter()
+    df = run_bench(
+        bench,
+        profile,
+        [s.strip() for s in schemes.split(",") if s.strip()],
+        _ints(budgets, "--budgets"),
+        _ints(seeds, "--seeds"),
+        out,
+        executor,
+        workers,
+        address,
+        cache,
+        check_device(device),
+    )
+    console.print(summary_table(summarize(df), f"{bench} ({profile})"))
+    console.print(
+        f"{len(df)} scored pairs in {out} [{time.perf_counter() - t0:.0f}s]; report: modelprint bench report {out}"
+    )
+
+
+@bench_app.command("report")
+def bench_report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder of 'modelprint bench run'.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="HTML file (default RUN_DIR/report.html).")] = None,
+) -> None:
+    """Write the self-contained HTML report of a run and print its summary."""
+    from .bench import report
+
+    path, summary = report.write(run_dir, out)
+    console.print(summary_table(summary, str(run_dir)))
+    console.print(f"wrote {path}")
 
 
 def write_csv(rows: list[dict], path: Path) -> None:

@@ -255,9 +255,14 @@ def verify(
 
 
 def verify_combined(
-    fps: Sequence[Fingerprint], suspect: Suspect, *, method: str = "bonferroni", alpha: float | None = None,
-    cache_dir=None, device: str = "cpu",
-) -> Verdict:  # fmt: skip
+    fps: Sequence[Fingerprint],
+    suspect: Suspect,
+    *,
+    method: str = "bonferroni",
+    alpha: float | None = None,
+    cache_dir=None,
+    device: str = "cpu",
+) -> Verdict:
     """One verdict from several calibrated fingerprints of the same owner: their p-values combined by
     ``bonferroni`` (the smallest p-value times their number: decisive when any one scheme is, valid however
     the schemes depend on each other), ``tippett``, ``fisher``
@@ -270,8 +275,13 @@ def verify_combined(
     parts = [verify(fp, model, alpha=alpha, cache_dir=cache_dir, device=device) for fp in fps]
     p = combine([v.p_value for v in parts], method)
     return Verdict(
-        score=-math.log10(max(p, 1e-300)), threshold=-math.log10(alpha), p_value=p, related=p <= alpha,
-        queries=sum(v.queries for v in parts), alpha=alpha, scheme="+".join(v.scheme for v in parts),
+        score=-math.log10(max(p, 1e-300)),
+        threshold=-math.log10(alpha),
+        p_value=p,
+        related=p <= alpha,
+        queries=sum(v.queries for v in parts),
+        alpha=alpha,
+        scheme="+".join(v.scheme for v in parts),
         method=f"{method} over {len(parts)} schemes",
         evidence={v.scheme: {"score": v.score, "p_value": v.p_value} for v in parts},
-    )  # fmt: skip
+    )

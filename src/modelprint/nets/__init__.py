@@ -91,14 +91,19 @@ def cnn(shape: tuple[int, ...], num_classes: int, width: int = 32) -> nn.Module:
     out = tuple(min(s, 2) for s in size)
     return nn.Sequential(
         front,
-        conv(shape[0], width, 3, padding=1), nn.ReLU(),
-        conv(width, width, 3, padding=1), nn.ReLU(),
+        conv(shape[0], width, 3, padding=1),
+        nn.ReLU(),
+        conv(width, width, 3, padding=1),
+        nn.ReLU(),
         pool,
-        conv(width, 2 * width, 3, padding=1), nn.ReLU(),
-        avgpool(out), nn.Flatten(),
-        nn.Linear(2 * width * math.prod(out), 4 * width), nn.ReLU(),
+        conv(width, 2 * width, 3, padding=1),
+        nn.ReLU(),
+        avgpool(out),
+        nn.Flatten(),
+        nn.Linear(2 * width * math.prod(out), 4 * width),
+        nn.ReLU(),
         nn.Linear(4 * width, num_classes),
-    )  # fmt: skip
+    )
 
 
 @NETS.register("lenet")
@@ -113,13 +118,20 @@ def lenet(shape: tuple[int, ...], num_classes: int, width: int = 12) -> nn.Modul
     out = tuple(min(s, 4) for s in size)
     return nn.Sequential(
         front,
-        conv(shape[0], c1, 5, padding=2), nn.ReLU(), pool1,
-        conv(c1, c2, 5, padding=2), nn.ReLU(), pool2,
-        avgpool(out), nn.Flatten(),
-        nn.Linear(c2 * math.prod(out), 120), nn.ReLU(),
-        nn.Linear(120, 84), nn.ReLU(),
+        conv(shape[0], c1, 5, padding=2),
+        nn.ReLU(),
+        pool1,
+        conv(c1, c2, 5, padding=2),
+        nn.ReLU(),
+        pool2,
+        avgpool(out),
+        nn.Flatten(),
+        nn.Linear(c2 * math.prod(out), 120),
+        nn.ReLU(),
+        nn.Linear(120, 84),
+        nn.ReLU(),
         nn.Linear(84, num_classes),
-    )  # fmt: skip
+    )
 
 
 class BasicBlock(nn.Module):
@@ -180,10 +192,16 @@ def cnn1d(shape: tuple[int, ...], num_classes: int, width: int = 32) -> nn.Modul
     out = min(size, 4)
     return nn.Sequential(
         front,
-        nn.Conv1d(channels, width, 5, padding=2), nn.ReLU(), pool,
-        nn.Conv1d(width, width, 5, padding=2), nn.ReLU(),
-        nn.Conv1d(width, 2 * width, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool1d(out), nn.Flatten(),
-        nn.Linear(2 * width * out, 4 * width), nn.ReLU(),
+        nn.Conv1d(channels, width, 5, padding=2),
+        nn.ReLU(),
+        pool,
+        nn.Conv1d(width, width, 5, padding=2),
+        nn.ReLU(),
+        nn.Conv1d(width, 2 * width, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool1d(out),
+        nn.Flatten(),
+        nn.Linear(2 * width * out, 4 * width),
+        nn.ReLU(),
         nn.Linear(4 * width, num_classes),
-    )  # fmt: skip
+    )
