@@ -615,8 +615,8 @@ def main() -> None:
         sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except typer.Abort:
-        err_console.print("aborted")
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("interrupted (a benchmark run resumes where it stopped when run again)")
         sys.exit(130)
     except Exception as e:  # click usage errors
         import click

@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -64,10 +65,9 @@ def build_model(bench: Benchmark, model: str, cache_dir: str | None, device: str
 def score_unit(bench: Benchmark, unit: Unit, cache_dir: str | None, device: str) -> pd.DataFrame:
     """Extract the unit's fingerprint from its source and score every target; one row per pair."""
     from ..fingerprint import extract, make_scheme, score
-    from ..lineage import resolve
 
     def get(model: str):
-        return resolve(bench.resolve_path(model), cache_dir=cache_dir, device=device)
+        return _load(bench.resolve_path(model), cache_dir, device)
 
     scheme = make_scheme(unit.scheme)
     t0 = time.perf_counter()
@@ -97,6 +97,15 @@ def score_unit(bench: Benchmark, unit: Unit, cache_dir: str | None, device: str)
             }
         )
     return pd.DataFrame(rows)
+
+
+@lru_cache(maxsize=32)
+def _load(model: str, cache_dir: str | None, device: str):
+    """Models a worker scores many times (every unit of a source meets the same targets), loaded once.
+    Scoring never changes a model, so sharing them between units is safe."""
+    from ..lineage import resolve
+
+    return resolve(model, cache_dir=cache_dir, device=device)
 
 
 def _worker_init() -> None:
