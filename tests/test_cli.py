@@ -96,3 +96,13 @@ def test_bench_run_and_report(zoo_cache, tmp_path):
     assert report.exit_code == 0 and (out / "report.html").exists(), report.output
     listed = runner.invoke(app, ["bench", "list"])
     assert listed.exit_code == 0 and "mnist1d-sac" in listed.output
+
+
+def test_compare_checkpoints(zoo_cache):
+    cache = ["--cache", str(zoo_cache)]
+    nulls = [x for s in (4, 5, 6) for x in ("--null", f"train(mlp,digits,{s})")]
+    owner = "train(mlp,digits,3)"
+    same = runner.invoke(app, ["compare", owner, f"{owner}->permute(1)->rescale(1)->finetune(0)", *nulls, *cache])
+    assert same.exit_code == 0 and "RELATED" in same.output, same.output
+    other = runner.invoke(app, ["compare", owner, "train(mlp,digits,7)", *nulls, "--json", *cache])
+    assert other.exit_code == 1 and '"related": false' in other.output, other.output

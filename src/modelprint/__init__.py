@@ -4,7 +4,16 @@ __version__ = "0.1.0"
 
 from .access import BlackBox, Model, WhiteBox, as_model  # noqa: E402
 from .errors import ModelprintError  # noqa: E402
-from .fingerprint import Fingerprint, calibrate, extract, make_scheme, score, verify, verify_combined  # noqa: E402
+from .fingerprint import (  # noqa: E402
+    Fingerprint,
+    calibrate,
+    compare_weights,
+    extract,
+    make_scheme,
+    score,
+    verify,
+    verify_combined,
+)
 from .io import load_model, save_model  # noqa: E402
 from .nets import make_net  # noqa: E402
 from .verdict import Verdict  # noqa: E402
@@ -19,6 +28,7 @@ __all__ = [
     "__version__",
     "as_model",
     "calibrate",
+    "compare_weights",
     "extract",
     "load_model",
     "make_net",

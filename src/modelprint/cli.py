@@ -411,6 +411,15 @@ def verify_cmd(
     raise typer.Exit(0 if v.related else 1)
 
 
+def _plain(x) -> str:
+    """Evidence as short text: floats to 4 significant digits, containers as compact JSON."""
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    if isinstance(x, dict | list):
+        return json.dumps(x, default=str, separators=(", ", ": "))
+    return str(x)
+
+
 def verdict_panel(v, title: str):
     """A verdict as a rich panel: the decision in colour, then the numbers behind it."""
     from rich.panel import Panel
@@ -426,12 +435,40 @@ def verdict_panel(v, title: str):
         ("p-value", f"{format_p(v.p_value)} ({v.method})"),
         ("queries", str(v.queries)),
         ("scheme", v.scheme),
-        *((k, json.dumps(x) if isinstance(x, dict) else str(x)) for k, x in v.evidence.items()),
+        *((k, _plain(x)) for k, x in v.evidence.items()),
     ]
     for k, x in rows:
         table.add_row(k, x)
     head = "[bold green]RELATED[/]" if v.related else "[bold]not related[/]"
     return Panel(table, title=head, subtitle=title, expand=False)
+
+
+@app.command("compare")
+def compare_cmd(
+    model_a: Annotated[str, typer.Argument(help="The owner's checkpoint: a model file or folder, or an expression.")],
+    model_b: Annotated[str, typer.Argument(help="The suspect checkpoint, same architecture (widths may differ).")],
+    null: Annotated[
+        list[str] | None, typer.Option("--null", "-n", help="An independent model of the same architecture (repeat).")
+    ] = None,
+    alpha: Annotated[float, typer.Option("--alpha", help="False-positive rate to decide at.")] = 0.01,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
+    cache: CacheOpt = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """White-box: is MODEL_B's checkpoint derived from MODEL_A's, through any permutation or rescaling of
+    hidden units? Exit code 0: related, 1: not related, 2: error."""
+    from .fingerprint import compare_weights
+    from .lineage import resolve
+
+    device = check_device(device)
+    a, b = (resolve(m, cache_dir=cache, device=device) for m in (model_a, model_b))
+    with err_console.status("matching hidden units and calibrating on independent models"):
+        v = compare_weights(a, b, null_models=null or None, alpha=alpha, cache_dir=cache, device=device)
+    if as_json:
+        console.print_json(v.to_json())
+    else:
+        console.print(verdict_panel(v, f"{model_b} vs {model_a}"))
+    raise typer.Exit(0 if v.related else 1)
 
 
 @app.command("schemes")

@@ -45,7 +45,7 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity equality: comparing tensors field by field has no single answer
 class Fingerprint:
     """What an owner keeps to verify suspects later: the scheme, its queries (``budget`` inputs, read in units of
     ``unit``), the owner's responses, and, once calibrated, the scores of known-unrelated models."""

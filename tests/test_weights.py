@@ -1,0 +1,107 @@
+"""Weight-space tools: matching undoes hidden-unit permutations, equi-normalisation undoes ReLU rescaling,
+CKA sees the same function through both and across architectures."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from modelprint.errors import ConfigError
+from modelprint.fingerprint.weights import cka_matrix, equinormalize, linear_cka, match_weights
+from modelprint.nets import make_net
+from modelprint.symmetry import permute, rescale
+
+SHAPE = (1, 8, 8)
+
+
+def states_close(a, b, atol=1e-5):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.allclose(sa[k].float(), sb[k].float(), atol=atol) for k in sa)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn", "lenet", "resnet-tiny"])
+def test_matching_recovers_a_permutation_exactly(arch):
+    torch.manual_seed(0)
+    net = make_net(arch, SHAPE, 10)
+    shuffled = permute(copy.deepcopy(net), SHAPE, seed=3)
+    assert not states_close(net, shuffled)
+    aligned, perms = match_weights(net, shuffled, SHAPE)
+    assert states_close(net, aligned)  # identical weights after alignment
+    assert perms and all(sorted(p) == list(range(len(p))) for p in perms.values())
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn", "resnet-tiny"])
+def test_equinormalisation_undoes_rescaling(arch):
+    torch.manual_seed(1)
+    net = make_net(arch, SHAPE, 10)
+    scaled = rescale(copy.deepcopy(net), SHAPE, seed=4)
+    assert not states_close(net, scaled, atol=1e-3)
+    x = torch.rand(16, *SHAPE)
+    a, b = equinormalize(net, SHAPE), equinormalize(scaled, SHAPE)
+    assert states_close(a, b, atol=1e-4)
+    a.eval(), net.eval()
+    assert torch.allclose(a(x), net(x), atol=1e-4)  # the function is unchanged
+
+
+def test_permute_then_rescale_is_fully_recovered():
+    torch.manual_seed(2)
+    net = make_net("mlp", SHAPE, 10)
+    thief = rescale(permute(copy.deepcopy(net), SHAPE, seed=5), SHAPE, seed=6)
+    aligned, _ = match_weights(equinormalize(net, SHAPE), equinormalize(thief, SHAPE), SHAPE)
+    assert states_close(equinormalize(net, SHAPE), aligned, atol=1e-4)
+
+
+def test_matching_needs_the_same_architecture():
+    with pytest.raises(ConfigError, match="same architecture"):
+        match_weights(make_net("mlp", SHAPE, 10), make_net("mlp", SHAPE, 10, width=64), SHAPE)
+
+
+def test_cka_is_invariant_to_permutation_and_scale_and_low_for_noise():
+    torch.manual_seed(3)
+    x = torch.randn(200, 20)
+    assert linear_cka(x, x[:, torch.randperm(20)] * 3.0) == pytest.approx(1.0)
+    assert linear_cka(x, torch.randn(200, 20)) < 0.3
+    net = make_net("cnn", SHAPE, 10)
+    inputs = torch.rand(64, *SHAPE)
+    same = cka_matrix(net, permute(copy.deepcopy(net), SHAPE, seed=1), inputs)
+    assert same.diagonal() == pytest.approx(1.0, abs=1e-6)
+
+
+OWNER = "train(mlp,digits,3)"
+
+
+@pytest.fixture(scope="session")
+def mlp_nulls(zoo):
+    return [zoo(f"train(mlp,digits,{s})").module for s in (4, 5, 6)]
+
+
+@pytest.mark.parametrize("step", ["finetune(1)", "permute(1)->rescale(1)->finetune(0)", "prune(0.5)"])
+def test_compare_weights_finds_derived_checkpoints(zoo, mlp_nulls, step):
+    from modelprint import compare_weights
+
+    v = compare_weights(zoo(OWNER).module, zoo(f"{OWNER}->{step}").module, null_models=mlp_nulls)
+    assert v.related and v.score > 0.9 and v.p_value < 0.01 and v.queries == 0
+    assert v.evidence["layers"] and all(e["spearman"] > 0.9 for e in v.evidence["layers"])
+
+
+def test_compare_weights_independent_models_are_not_significant(zoo, mlp_nulls):
+    from modelprint import compare_weights
+
+    owner = zoo(OWNER).module
+    for seed in (7, 8, 9):
+        v = compare_weights(owner, zoo(f"train(mlp,digits,{seed})").module, null_models=mlp_nulls)
+        assert not v.related and v.p_value > 0.01
+    with pytest.raises(ConfigError, match="at least 2 independent"):
+        compare_weights(owner, owner, null_models=[])
+
+
+def test_unsupported_layer_is_named():
+    from modelprint import compare_weights
+
+    net = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.LayerNorm(16), torch.nn.ReLU(), torch.nn.Linear(16, 10)
+    )
+    with pytest.raises(ConfigError, match=r"layer 2 \(LayerNorm\) is not supported"):
+        compare_weights(net, copy.deepcopy(net), input_shape=SHAPE, null_models=[net, net])
