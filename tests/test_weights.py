@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -105,3 +106,41 @@ def test_unsupported_layer_is_named():
     )
     with pytest.raises(ConfigError, match=r"layer 2 \(LayerNorm\) is not supported"):
         compare_weights(net, copy.deepcopy(net), input_shape=SHAPE, null_models=[net, net])
+
+
+def test_signature_is_invariant_and_closer_for_derived_models(zoo):
+    from modelprint.fingerprint.weights import SIGNATURE_SLOTS, signature, signature_similarity
+
+    owner = zoo(OWNER).module
+    sig = signature(owner)
+    assert sig.shape == (SIGNATURE_SLOTS * 12,) and np.isfinite(sig).all()
+    shuffled = rescale(permute(copy.deepcopy(owner), SHAPE, seed=2), SHAPE, seed=3)
+    assert signature_similarity(sig, signature(shuffled)) == pytest.approx(0.0, abs=1e-3)
+    derived = signature_similarity(sig, signature(zoo(f"{OWNER}->finetune(1)").module))
+    others = [signature_similarity(sig, signature(zoo(f"train(mlp,digits,{s})").module)) for s in (4, 5, 6)]
+    assert derived > max(others)
+
+
+def test_cka_score_across_architectures(zoo):
+    from modelprint import data
+    from modelprint.fingerprint.weights import cka_score
+
+    x = data.load("digits", "test").x[:128]
+    owner = zoo(OWNER).module
+    assert cka_score(owner, owner, x) == pytest.approx(1.0)
+    lenet = zoo("train(lenet,digits,3)").module  # another architecture: still comparable
+    assert 0.0 < cka_score(owner, lenet, x) < 1.0
+
+
+def test_compare_activations_is_calibrated(zoo, mlp_nulls):
+    from modelprint import data
+    from modelprint.fingerprint.weights import compare_activations
+
+    x = data.load("digits", "test").x[:128]
+    owner = zoo(OWNER).module
+    nulls = [*mlp_nulls, zoo("train(lenet,digits,3)").module]
+    copy_v = compare_activations(owner, permute(copy.deepcopy(owner), SHAPE, seed=1), x, null_models=nulls)
+    other = compare_activations(owner, zoo("train(mlp,digits,7)").module, x, null_models=nulls)
+    assert copy_v.score == pytest.approx(1.0) and copy_v.p_value < other.p_value and not other.related
+    layers = [m for m in owner.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(copy_v.evidence["best_layer_cka"]) == len(layers)  # one entry per layer of the owner

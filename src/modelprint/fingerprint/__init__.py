@@ -7,7 +7,7 @@ from .file import Fingerprint
 from .queries import SAMPLERS, Context, Queries, Sampler
 from .representations import REPRESENTATIONS, Representation
 from .schemes import NAMED, Scheme, make_scheme
-from .weights import compare_weights
+from .weights import compare_activations, compare_weights
 
 __all__ = [
     "DISTANCES",
@@ -22,6 +22,7 @@ __all__ = [
     "Sampler",
     "Scheme",
     "calibrate",
+    "compare_activations",
     "compare_weights",
     "extract",
     "make_scheme",

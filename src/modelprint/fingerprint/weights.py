@@ -245,13 +245,42 @@ def _input_shape(model: nn.Module, input_shape) -> tuple[int, ...]:
     return tuple(cfg["input_shape"])
 
 
-def default_nulls(model: nn.Module, n: int = 6) -> list[str]:
-    """Independent models of ``model``'s architecture on its dataset, as lineage expressions (seeds far from
-    those users pick), when the lineage module built ``model``; empty otherwise."""
+def default_nulls(model: nn.Module, n: int = 6, cross_architecture: bool = False) -> list[str]:
+    """Independent models on ``model``'s dataset as lineage expressions (seeds far from those users pick): of
+    its own architecture, or 2 seeds of each of 4 architectures. Empty unless the lineage module built it."""
     lineage, cfg = getattr(model, "mp_lineage", None), getattr(model, "mp_config", None)
     if not lineage or not cfg:
         return []
+    if cross_architecture:
+        archs = [a for a in ("cnn", "lenet", "mlp", "resnet-tiny") for _ in range(2)]
+        return [f"train({a},{lineage['dataset']},{3001 + i % 2})" for i, a in enumerate(archs)]
     return [f"train({cfg['arch']},{lineage['dataset']},{3001 + i})" for i in range(n)]
+
+
+def _calibrated(score: float, evidence: dict, nulls: list, null_score, alpha: float, scheme: str, cache_dir, device):
+    from ..decide import EmpiricalNull, decide
+    from ..lineage import resolve
+
+    if len(nulls) < 2:
+        raise ConfigError(
+            f"calibrating {scheme} needs at least 2 independent models: pass null_models=[...] "
+            "(modules, files or lineage expressions)"
+        )
+    scores = []
+    for m in nulls:
+        m = resolve(m, cache_dir=cache_dir, device=device)
+        if not isinstance(m, nn.Module):
+            raise ConfigError(f"null models for {scheme} must be torch modules")
+        scores.append(null_score(m))
+    return decide(
+        score,
+        EmpiricalNull(np.array(scores)),
+        alpha,
+        queries=0,
+        scheme=scheme,
+        null_models=[str(m) for m in nulls],
+        **evidence,
+    )
 
 
 def compare_weights(
@@ -270,32 +299,90 @@ def compare_weights(
     Returns the project's ``Verdict``, with the layers that carry the evidence."""
     import time
 
-    from ..decide import EmpiricalNull, decide
-    from ..lineage import resolve
-
     shape = _input_shape(model_a, input_shape)
     t0 = time.perf_counter()
-    score, evidence = matching_agreement(model_a, model_b, shape)
-    seconds = time.perf_counter() - t0
+    score, layers = matching_agreement(model_a, model_b, shape)
+    evidence = {"layers": layers, "seconds": time.perf_counter() - t0}
     nulls = list(null_models) if null_models is not None else default_nulls(model_a)
-    if len(nulls) < 2:
-        raise ConfigError(
-            "calibrating a weight comparison needs at least 2 independent models of the same architecture: "
-            "pass null_models=[...] (modules, files or lineage expressions)"
-        )
-    null_scores = []
-    for m in nulls:
-        m = resolve(m, cache_dir=cache_dir, device=device)
-        if not isinstance(m, nn.Module):
-            raise ConfigError("null models for a weight comparison must be torch modules")
-        null_scores.append(matching_agreement(model_a, m, shape)[0])
-    return decide(
+    return _calibrated(
         score,
-        EmpiricalNull(np.array(null_scores)),
+        evidence,
+        nulls,
+        lambda m: matching_agreement(model_a, m, shape)[0],
         alpha,
-        queries=0,
-        scheme="weights:matching-agreement",
-        layers=evidence,
-        seconds=seconds,
-        null_models=[str(m) for m in nulls],
+        "weights:matching-agreement",
+        cache_dir,
+        device,
     )
+
+
+def compare_activations(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    x: torch.Tensor,
+    *,
+    null_models=None,
+    alpha: float = 0.01,
+    cache_dir=None,
+    device: str = "cpu",
+):
+    """Is ``model_b`` a copy of ``model_a`` in another architecture (e.g. distilled into it)? The score is
+    ``cka_score`` on inputs ``x``; its null is the score of ``model_a`` against independent models of any
+    architecture (``null_models``; by default 2 seeds of each of 4 architectures when the lineage module built
+    ``model_a``). Returns the project's ``Verdict``."""
+    nulls = list(null_models) if null_models is not None else default_nulls(model_a, cross_architecture=True)
+    matrix = cka_matrix(model_a, model_b, x)
+    evidence = {"best_layer_cka": matrix.max(1).round(4).tolist()}
+    return _calibrated(
+        float(matrix.max(1).mean()),
+        evidence,
+        nulls,
+        lambda m: cka_score(model_a, m, x),
+        alpha,
+        "weights:cka",
+        cache_dir,
+        device,
+    )
+
+
+# --- invariant signatures ------------------------------------------------------------------------------------
+
+SIGNATURE_SLOTS, SIGNATURE_SINGULAR = 8, 6
+
+
+def _layer_features(w: torch.Tensor) -> np.ndarray:
+    """Statistics of one weight matrix that no permutation of its rows or columns changes: the spectrum
+    (relative to the Frobenius norm), the log norm, quantiles of the row norms, skewness and kurtosis."""
+    m = w.detach().double().reshape(w.shape[0], -1)
+    fro = float(m.norm()) or 1.0
+    sv = torch.linalg.svdvals(m)[:SIGNATURE_SINGULAR] / fro
+    sv = torch.nn.functional.pad(sv, (0, SIGNATURE_SINGULAR - len(sv)))
+    rows = m.norm(dim=1)
+    q = torch.quantile(rows, torch.tensor([0.1, 0.5, 0.9], dtype=rows.dtype)) / (rows.mean() or 1.0)
+    z = (m - m.mean()) / (m.std() or 1.0)
+    return np.r_[sv.numpy(), np.log(fro), q.numpy(), float(z.pow(3).mean()), float(z.pow(4).mean())]
+
+
+def signature(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """A fixed-length vector per model from permutation- and rescaling-invariant weight statistics (after
+    equi-normalisation), each layer's statistics interpolated onto ``SIGNATURE_SLOTS`` points of depth: the key
+    a registry can index to find candidate parents at scale before running the exact tests."""
+    model = equinormalize(model, _input_shape(model, input_shape))
+    layers = [m.weight for m in model.modules() if isinstance(m, PRODUCERS)]
+    if not layers:
+        raise ConfigError("a weight signature needs at least one Linear or Conv layer")
+    feats = np.stack([_layer_features(w) for w in layers])  # (layers, features)
+    depth = np.linspace(0, 1, len(layers)) if len(layers) > 1 else np.zeros(1)
+    slots = np.linspace(0, 1, SIGNATURE_SLOTS)
+    return np.concatenate([np.interp(slots, depth, feats[:, j]) for j in range(feats.shape[1])]).astype(np.float32)
+
+
+def signature_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Similarity of two signatures: minus their Euclidean distance (0 for identical ones)."""
+    return -float(np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64)))
+
+
+def cka_score(model_a: nn.Module, model_b: nn.Module, x: torch.Tensor) -> float:
+    """Architecture-independent similarity: for each layer of ``model_a``, the best linear CKA with a layer of
+    ``model_b`` on inputs ``x``, averaged over ``model_a``'s layers."""
+    return float(cka_matrix(model_a, model_b, x).max(1).mean())
