@@ -144,3 +144,26 @@ def test_compare_activations_is_calibrated(zoo, mlp_nulls):
     assert copy_v.score == pytest.approx(1.0) and copy_v.p_value < other.p_value and not other.related
     layers = [m for m in owner.modules() if isinstance(m, torch.nn.Linear)]
     assert len(copy_v.evidence["best_layer_cka"]) == len(layers)  # one entry per layer of the owner
+
+
+def test_partial_matching_when_widths_differ(zoo):
+    from modelprint.fingerprint.weights import matching_agreement
+
+    owner = zoo(OWNER).module
+    keep = torch.randperm(128, generator=torch.Generator().manual_seed(0))[:96]  # a thief keeps 96 units, shuffled
+    narrow = make_net("mlp", SHAPE, 10, width=96)
+    s = owner.state_dict()
+    narrow.load_state_dict(
+        {
+            "1.weight": s["1.weight"][keep],
+            "1.bias": s["1.bias"][keep],
+            "3.weight": s["3.weight"][keep][:, keep],
+            "3.bias": s["3.bias"][keep],
+            "5.weight": s["5.weight"][:, keep],
+            "5.bias": s["5.bias"],
+        }
+    )
+    derived, layers = matching_agreement(owner, narrow, SHAPE)
+    assert derived > 0.95 and all(e["units"] == 96 for e in layers)
+    unrelated, _ = matching_agreement(owner, make_net("mlp", SHAPE, 10, width=96), SHAPE)
+    assert unrelated < 0.5
