@@ -106,3 +106,14 @@ def test_compare_checkpoints(zoo_cache):
     assert same.exit_code == 0 and "RELATED" in same.output, same.output
     other = runner.invoke(app, ["compare", owner, "train(mlp,digits,7)", *nulls, "--json", *cache])
     assert other.exit_code == 1 and '"related": false' in other.output, other.output
+
+
+def test_weights_fingerprint_through_the_cli(zoo_cache, tmp_path):
+    fp, cache = tmp_path / "owner.wfp", ["--cache", str(zoo_cache)]
+    owner = "train(mlp,digits,3)"
+    made = runner.invoke(app, ["extract", owner, "--scheme", "weights", "-o", str(fp), *cache])
+    assert made.exit_code == 0 and "weights of a mlp" in made.output, made.output
+    nulls = [x for s in (4, 5, 6) for x in ("--null", f"train(mlp,digits,{s})")]
+    assert runner.invoke(app, ["calibrate", str(fp), *nulls, "--fpr", "0.01", *cache]).exit_code == 0
+    v = runner.invoke(app, ["verify", str(fp), f"{owner}->permute(1)->rescale(1)->finetune(0)", "--json", *cache])
+    assert v.exit_code == 0 and '"scheme": "weights"' in v.output, v.output

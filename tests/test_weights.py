@@ -167,3 +167,35 @@ def test_partial_matching_when_widths_differ(zoo):
     assert derived > 0.95 and all(e["units"] == 96 for e in layers)
     unrelated, _ = matching_agreement(owner, make_net("mlp", SHAPE, 10, width=96), SHAPE)
     assert unrelated < 0.5
+
+
+def test_weights_fingerprint_file_and_verify(zoo, mlp_nulls, tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    import modelprint as mp
+    from modelprint.errors import FileFormatError
+
+    owner = zoo(OWNER).module
+    fp = mp.calibrate(mp.extract(owner, scheme="weights"), mlp_nulls, target_fpr=0.01)
+    path = fp.save(tmp_path / "owner.wfp")
+    loaded = mp.Fingerprint.load(path)
+    assert type(loaded).__name__ == "WeightsFingerprint" and list(loaded.null_scores) == list(fp.null_scores)
+    loaded.save(tmp_path / "again.wfp")
+    assert (tmp_path / "again.wfp").read_bytes() == path.read_bytes()
+    thief = zoo(f"{OWNER}->permute(1)->rescale(1)->finetune(0)").module
+    v = mp.verify(loaded, thief)
+    assert v.related and v.queries == 0 and v.scheme == "weights"
+    assert not mp.verify(loaded, zoo("train(mlp,digits,7)").module).related
+    with pytest.raises(ConfigError, match="sequential"):
+        mp.verify(loaded, thief, sequential=True)
+    with safe_open(str(path), "pt") as f:
+        meta, ts = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    ts["w.1.weight"] = ts["w.1.weight"] + 1e-3
+    save_file(ts, str(tmp_path / "tampered.wfp"), metadata=meta)
+    with pytest.raises(FileFormatError, match="checksum mismatch"):
+        mp.Fingerprint.load(tmp_path / "tampered.wfp")
+    header = json.loads(meta["modelprint"])
+    assert header["format"] == "modelprint-weights-fingerprint" and header["arch"]["arch"] == "mlp"

@@ -326,7 +326,7 @@ def extract_cmd(
     model: ModelArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the fingerprint file.")],
     scheme: Annotated[
-        str, typer.Option("--scheme", "-s", help="Named scheme or sampler+representation+distance.")
+        str, typer.Option("--scheme", "-s", help="Named scheme, sampler+representation+distance, or weights.")
     ] = "AKH",
     data: Annotated[
         str, typer.Option("--data", "-d", help="Dataset the queries are drawn from (its test split).")
@@ -340,16 +340,14 @@ def extract_cmd(
     from .fingerprint import extract, make_scheme
     from .lineage import resolve
 
-    make_scheme(scheme)  # fail on a typo before loading anything
-    with err_console.status(f"extracting {scheme} fingerprint ({budget} queries)"):
+    if scheme.strip().lower() != "weights":
+        make_scheme(scheme)  # fail on a typo before loading anything
+    with err_console.status(f"extracting {scheme} fingerprint"):
         t0 = time.perf_counter()
         owner = resolve(model, cache_dir=cache, device=check_device(device))
         fp = extract(owner, scheme, data, budget, seed, cache_dir=cache, device=device)
         fp.save(out)
-    console.print(
-        f"wrote {out}: {fp.scheme.label} ({fp.scheme.components}), {fp.budget} queries on {fp.dataset}, "
-        f"needs {fp.scheme.needs} [{time.perf_counter() - t0:.1f}s]"
-    )
+    console.print(f"wrote {out}: {fp.describe()} [{time.perf_counter() - t0:.1f}s]")
 
 
 @app.command("calibrate")

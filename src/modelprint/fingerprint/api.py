@@ -22,6 +22,7 @@ from ..verdict import Verdict
 from .file import Fingerprint
 from .queries import Context
 from .schemes import Scheme, make_scheme
+from .weights import WeightsFingerprint, matching_agreement
 
 Data = str | Dataset | tuple[torch.Tensor, torch.Tensor]
 Suspect = Model | nn.Module | Callable[[torch.Tensor], Any] | str | Path
@@ -120,7 +121,12 @@ def extract(
 ) -> Fingerprint:
     """Fingerprint ``owner`` with ``scheme`` using ``budget`` queries drawn from ``data`` (a registered dataset's
     test split, a Dataset, or (x, y) tensors). Samplers that need reference models or surrogates build them with
-    the lineage module (cached) when ``data`` is a registered dataset, or take ``references``/``surrogates``."""
+    the lineage module (cached) when ``data`` is a registered dataset, or take ``references``/``surrogates``.
+    ``scheme="weights"`` keeps the owner's weights instead, to test suspects' checkpoints (white-box)."""
+    if isinstance(scheme, str) and scheme.strip().lower() == "weights":
+        if not isinstance(owner, nn.Module):
+            raise ConfigError("a weights fingerprint needs the owner as a torch module")
+        return WeightsFingerprint.of(owner)
     scheme = make_scheme(scheme)
     scheme.sampler.check_budget(budget)
     x, y, name = held_out(data)
@@ -167,8 +173,21 @@ def as_suspect(suspect: Suspect, fp: Fingerprint, cache_dir=None, device: str = 
     raise ConfigError(f"cannot use {type(suspect).__name__} as a suspect: expected a module, Model, callable or path")
 
 
+def _white_box(suspect: Suspect, cache_dir, device: str) -> nn.Module:
+    from ..lineage import resolve
+
+    module = resolve(suspect, cache_dir=cache_dir, device=device) if isinstance(suspect, str | Path) else suspect
+    if isinstance(module, WhiteBox):
+        module = module.module
+    if not isinstance(module, nn.Module):
+        raise ConfigError("a weights fingerprint tests checkpoints: the suspect must be a torch module or model file")
+    return module
+
+
 def score(fp: Fingerprint, suspect: Suspect, cache_dir=None, device: str = "cpu") -> float:
     """The similarity of ``suspect`` to the owner on the fingerprint's queries (higher = more related)."""
+    if isinstance(fp, WeightsFingerprint):
+        return fp.similarity(_white_box(suspect, cache_dir, device))
     model = as_suspect(suspect, fp, cache_dir, device)
     out = getattr(fp.scheme.view(model, budget=fp.budget), fp.scheme.needs)(fp.queries)
     return fp.similarity(out)
@@ -219,6 +238,12 @@ def verify(
         )
     alpha = fp.target_fpr if alpha is None else alpha
     check_alpha(alpha)
+    if isinstance(fp, WeightsFingerprint):
+        if sequential:
+            raise ConfigError("a weights fingerprint sends no queries: sequential verification does not apply")
+        module = _white_box(suspect, cache_dir, device)
+        s, layers = matching_agreement(fp.owner, module, fp.input_shape)
+        return decide(s, null, alpha, queries=0, scheme=fp.label, layers=layers)
     model = as_suspect(suspect, fp, cache_dir, device)
     view = fp.scheme.view(model, budget=fp.budget)
     ask = getattr(view, fp.scheme.needs)

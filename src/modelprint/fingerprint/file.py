@@ -1,30 +1,29 @@
 """The fingerprint file: one safetensors file holding the queries, the owner's responses and the null scores,
-with a JSON header (format, scheme, owner digest, data, budget, seed, calibration) and a checksum over all of it.
+with a JSON header (format, scheme, owner digest, data, budget, seed, calibration) and a checksum over all of it
+(``modelprint.container``).
 Loading validates everything and names the file and the problem in one line."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
-from .. import __version__
+from .. import __version__, container
 from ..decide import EmpiricalNull
-from ..digest import tensors_digest
 from ..errors import ConfigError, FileFormatError
 from .schemes import Scheme, make_scheme
 
+if TYPE_CHECKING:
+    from .weights import WeightsFingerprint
+
 FORMAT, FORMAT_VERSION = "modelprint-fingerprint", 1
+WEIGHTS_FORMAT = "modelprint-weights-fingerprint"
 _FIELDS: dict[str, type | tuple[type, ...]] = {
     "format": str,
     "format_version": int,
@@ -41,7 +40,6 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "target_fpr": float,
     "null_models": list,
     "modelprint_version": str,
-    "checksum": str,
 }
 
 
@@ -114,65 +112,31 @@ class Fingerprint:
 
     def save(self, path: str | Path) -> Path:
         """Write the fingerprint atomically (a reader sees the old file or the new one, never half of one)."""
-        path = Path(path)
-        tensors = self.tensors()
-        header = self.header()
-        header["checksum"] = tensors_digest(_canonical(header), tensors)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"modelprint": json.dumps(header, sort_keys=True)})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return container.write(path, self.header(), self.tensors())
 
     @classmethod
-    def load(cls, path: str | Path) -> Fingerprint:
-        """Read and validate a fingerprint file; any problem raises ``FileFormatError`` naming the file."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileFormatError(f"{path}: no such fingerprint file")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-        except Exception as e:
-            raise FileFormatError(f"{path}: not a readable safetensors file ({_first_line(e)})") from None
-        if "modelprint" not in meta:
-            raise FileFormatError(f"{path}: not a modelprint fingerprint (no modelprint header)")
-        try:
-            header = json.loads(meta["modelprint"])
-        except json.JSONDecodeError as e:
-            raise FileFormatError(f"{path}: fingerprint header is not valid JSON ({e})") from None
-        return _from_parts(path, header, tensors)
+    def load(cls, path: str | Path) -> Fingerprint | WeightsFingerprint:
+        """Read and validate a fingerprint file (black-box, or a weights fingerprint); any problem raises
+        ``FileFormatError`` naming the file."""
+        header, tensors = container.peek(path, "fingerprint")
+        if header.get("format") == WEIGHTS_FORMAT:
+            from .weights import WeightsFingerprint
+
+            return WeightsFingerprint.from_parts(path, header, tensors)
+        header = container.check(path, header, tensors, FORMAT, FORMAT_VERSION, _FIELDS, "fingerprint")
+        return _from_parts(Path(path), header, tensors)
+
+    def describe(self) -> str:
+        return (
+            f"{self.scheme.label} ({self.scheme.components}), {self.budget} queries on {self.dataset}, "
+            f"needs {self.scheme.needs}"
+        )
 
 
-def _from_parts(path: Path, header: Any, tensors: dict[str, torch.Tensor]) -> Fingerprint:
+def _from_parts(path: Path, header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Fingerprint:
     def bad(why: str) -> FileFormatError:
         return FileFormatError(f"{path}: {why}")
 
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise bad(
-            f"not a modelprint fingerprint (format {header.get('format') if isinstance(header, dict) else header!r})"
-        )
-    if header.get("format_version") != FORMAT_VERSION:
-        raise bad(
-            f"fingerprint format version {header.get('format_version')!r} is not supported "
-            f"(this modelprint reads version {FORMAT_VERSION})"
-        )
-    for name, typ in _FIELDS.items():
-        if name not in header:
-            raise bad(f"fingerprint header lacks {name!r}")
-        value = header[name]
-        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-            if not (typ is float and isinstance(value, int) and not isinstance(value, bool)):
-                raise bad(f"fingerprint header field {name!r} has the wrong type ({type(value).__name__})")
-    claimed = header.pop("checksum")
-    if tensors_digest(_canonical(header), tensors) != claimed:
-        raise bad("checksum mismatch: the fingerprint was modified or damaged after it was written")
     try:
         scheme = make_scheme(header["components"])
     except ConfigError as e:
@@ -208,11 +172,3 @@ def _from_parts(path: Path, header: Any, tensors: dict[str, torch.Tensor]) -> Fi
         null_models=tuple(header["null_models"]),
         target_fpr=float(header["target_fpr"]),
     )
-
-
-def _canonical(header: dict[str, Any]) -> str:
-    return json.dumps({k: v for k, v in header.items() if k != "checksum"}, sort_keys=True)
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
