@@ -29,8 +29,7 @@ Suspect = Model | nn.Module | Callable[[torch.Tensor], Any] | str | Path
 
 # Reference models (independent) and surrogates (label extractions of the owner) that samplers build when the
 # owner's data is a registered dataset. Their seeds are far from the small seeds users and benchmarks pick.
-REFERENCE_ARCHS = ("lenet", "mlp", "resnet-tiny", "cnn")
-SURROGATE_ARCHS = ("lenet", "mlp", "resnet-tiny", "cnn")
+HELPER_ARCHS = ("lenet", "mlp", "resnet-tiny", "cnn")
 REFERENCE_SEED, SURROGATE_SEED = 1001, 2001
 
 
@@ -83,7 +82,7 @@ def _builders(owner: Model, dataset: str | None, references, surrogates, cache_d
 
     def built_refs(n: int) -> list[nn.Module]:
         return [
-            build(f"train({REFERENCE_ARCHS[i % 4]},{dataset},{REFERENCE_SEED + i})", cache_dir, device)
+            build(f"train({HELPER_ARCHS[i % len(HELPER_ARCHS)]},{dataset},{REFERENCE_SEED + i})", cache_dir, device)
             for i in range(n)
         ]
 
@@ -94,7 +93,7 @@ def _builders(owner: Model, dataset: str | None, references, surrogates, cache_d
         lineage = getattr(owner.module, "mp_lineage", None)
         cached = bool(lineage) and lineage.get("digest") == module_digest(owner.module)
         for i in range(n):
-            arch, seed = SURROGATE_ARCHS[i % 4], SURROGATE_SEED + i
+            arch, seed = HELPER_ARCHS[i % len(HELPER_ARCHS)], SURROGATE_SEED + i
             if cached:
                 out.append(build(f"{lineage['expression']}->label_extract({arch},{seed})", cache_dir, device))
             else:  # an owner the zoo did not build (or changed since): extract from it directly, not cached
