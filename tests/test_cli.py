@@ -117,3 +117,30 @@ def test_weights_fingerprint_through_the_cli(zoo_cache, tmp_path):
     assert runner.invoke(app, ["calibrate", str(fp), *nulls, "--fpr", "0.01", *cache]).exit_code == 0
     v = runner.invoke(app, ["verify", str(fp), f"{owner}->permute(1)->rescale(1)->finetune(0)", "--json", *cache])
     assert v.exit_code == 0 and '"scheme": "weights"' in v.output, v.output
+
+
+def test_watermark_embed_and_verify(zoo_cache, tmp_path):
+    cache = ["--cache", str(zoo_cache)]
+    out, key = tmp_path / "marked", tmp_path / "owner.key"
+    made = runner.invoke(
+        app,
+        [
+            "watermark",
+            "embed",
+            "train(mlp,digits,3)",
+            "-o",
+            str(out),
+            "--key",
+            str(key),
+            "--scheme",
+            "trigger-set(size=30)",
+            "--epochs",
+            "8",
+            *cache,
+        ],
+    )
+    assert made.exit_code == 0 and key.exists(), made.output
+    yes = runner.invoke(app, ["watermark", "verify", str(key), str(out), "--json"])
+    assert yes.exit_code == 0 and '"related": true' in yes.output, yes.output
+    no = runner.invoke(app, ["watermark", "verify", str(key), "train(lenet,digits,3)", *cache])
+    assert no.exit_code == 1, no.output

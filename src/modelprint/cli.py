@@ -28,6 +28,8 @@ app.add_typer(zoo_app, name="zoo")
 bench_app = typer.Typer(help="Benchmark fingerprint schemes: run, summarise, report.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(bench_app, name="bench")
+watermark_app = typer.Typer(help="Plant a watermark before release; check a suspect for it.", no_args_is_help=True)
+app.add_typer(watermark_app, name="watermark")
 console = Console(width=None if sys.stdout.isatty() else 160)  # logs keep wide tables readable
 err_console = Console(stderr=True)
 
@@ -628,6 +630,73 @@ def bench_report(
     path, summary = report.write(run_dir, out)
     console.print(summary_table(summary, str(run_dir)))
     console.print(f"wrote {path}")
+
+
+# --- watermarks -------------------------------------------------------------------------------------------
+
+
+@watermark_app.command("embed")
+def watermark_embed(
+    model: ModelArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the watermarked model.")],
+    key_path: Annotated[Path, typer.Option("--key", help="Where to write the secret key.")],
+    scheme: Annotated[str, typer.Option("--scheme", "-s", help="trigger-set, noise or content.")] = "trigger-set",
+    data: Annotated[str, typer.Option("--data", "-d", help="The owner's training data (its train split).")] = (
+        "digits"
+    ),
+    key_seed: Annotated[int, typer.Option("--key-seed", help="Seed of the key.")] = 0,
+    epochs: Annotated[int, typer.Option("--epochs", help="Fine-tuning epochs with the key mixed in.")] = 20,
+    cache: CacheOpt = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Fine-tune MODEL with a secret key mixed into its training data; write the marked model and the key."""
+    from . import watermark
+    from .io import save_model
+    from .lineage import resolve
+
+    watermark.make_watermark(scheme)  # fail on a typo before loading anything
+    device = check_device(device)
+    with err_console.status(f"embedding {scheme}"):
+        marked, key = watermark.embed(
+            resolve(model, cache_dir=cache, device=device), scheme, data, key_seed, epochs=epochs, device=device
+        )
+        save_model(marked, out, meta={"watermark": key.scheme.spec(), "key_sha256": key.owner_sha256})
+        key.save(key_path)
+    console.print(f"wrote {out} and {key_path} ({key.scheme.spec()}, {len(key.labels)} key inputs)")
+
+
+@watermark_app.command("calibrate")
+def watermark_calibrate(
+    key_path: Annotated[Path, typer.Argument(help="The key file.")],
+    null: Annotated[list[str], typer.Option("--null", "-n", help="A clean model (repeat).")],
+    fpr: Annotated[float, typer.Option("--fpr", help="Target false-positive rate.")] = 0.01,
+    cache: CacheOpt = None,
+) -> None:
+    """Record clean models' match rates (needed by noise and content keys)."""
+    from . import watermark
+
+    key = watermark.calibrate(watermark.Key.load(key_path), null, fpr, cache_dir=cache)
+    key.save(key_path)
+    console.print(f"calibrated {key_path} on {len(null)} clean models")
+
+
+@watermark_app.command("verify")
+def watermark_verify(
+    key_path: Annotated[Path, typer.Argument(help="The key file.")],
+    suspect: Annotated[str, typer.Argument(help="The suspect: a model file or folder, or a lineage expression.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
+    cache: CacheOpt = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Does SUSPECT carry the watermark? Exit code 0: yes, 1: no, 2: error."""
+    from . import watermark
+
+    v = watermark.verify(watermark.Key.load(key_path), suspect, cache_dir=cache, device=check_device(device))
+    if as_json:
+        console.print_json(v.to_json())
+    else:
+        console.print(verdict_panel(v, f"{suspect} vs {key_path}"))
+    raise typer.Exit(0 if v.related else 1)
 
 
 def write_csv(rows: list[dict], path: Path) -> None:

@@ -1,0 +1,214 @@
+"""Watermarks for classifiers: ``embed`` plants a secret key in a model before release, ``verify`` checks a
+suspect for it (hard labels only) and returns the project's ``Verdict``. Keys are self-describing,
+checksummed files like fingerprints."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import __version__, container
+from .. import data as datasets
+from ..access import BlackBox, Model, View, WhiteBox
+from ..decide import BinomialNull, check_alpha, decide
+from ..digest import module_digest
+from ..errors import ConfigError, FileFormatError
+from ..lineage.expr import parse_steps
+from ..lineage.train import fit
+from ..verdict import Verdict
+from .schemes import WATERMARKS, Watermark
+
+__all__ = ["WATERMARKS", "Key", "Watermark", "calibrate", "embed", "make_watermark", "verify"]
+
+FORMAT, VERSION = "modelprint-watermark-key", 1
+_FIELDS = {
+    "format": str,
+    "format_version": int,
+    "scheme": str,
+    "dataset": str,
+    "key_seed": int,
+    "num_classes": int,
+    "owner_sha256": (str, type(None)),
+    "created": str,
+    "target_fpr": float,
+    "null_models": list,
+    "modelprint_version": str,
+}
+
+
+def make_watermark(spec: str | Watermark) -> Watermark:
+    """A watermark scheme by spec: ``"trigger-set"``, ``"noise(size=50)"``."""
+    if isinstance(spec, Watermark):
+        return spec
+    [(name, args, kwargs)] = parse_steps(spec if "(" in spec else f"{spec}()")
+    return WATERMARKS.make(name, *args, **kwargs)
+
+
+@dataclass(frozen=True, eq=False)
+class Key:
+    """The owner's secret: the key inputs, the labels the watermarked model gives them, and the null."""
+
+    scheme: Watermark
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+    dataset: str
+    key_seed: int
+    owner_sha256: str | None = None
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    null_scores: np.ndarray | None = None
+    null_models: tuple[str, ...] = ()
+    target_fpr: float = 0.01
+
+    @cached_property
+    def null(self) -> BinomialNull | None:
+        n = len(self.labels)
+        if self.scheme.binomial:  # random labels: each is matched by an unrelated model with probability 1/C
+            return BinomialNull(n, 1.0 / self.num_classes)
+        if self.null_scores is None:
+            return None
+        # Each key input is a trial; the per-input match probability of an unrelated model is taken from the
+        # clean model that matched most (Laplace-smoothed), which stays honest when clean models differ and
+        # when they never match at all (a normal fit to all-zero rates would call a single match significant).
+        k = np.round(np.asarray(self.null_scores) * n)
+        return BinomialNull(n, float(((k + 1) / (n + 2)).max()))
+
+    def match_rate(self, suspect: Model) -> float:
+        labels = View(suspect, "labels", budget=len(self.labels)).labels(self.inputs)
+        return float((labels == self.labels).float().mean())
+
+    def save(self, path: str | Path) -> Path:
+        header = {
+            "format": FORMAT,
+            "format_version": VERSION,
+            "scheme": self.scheme.spec(),
+            "dataset": self.dataset,
+            "key_seed": self.key_seed,
+            "num_classes": self.num_classes,
+            "owner_sha256": self.owner_sha256,
+            "created": self.created,
+            "target_fpr": self.target_fpr,
+            "null_models": list(self.null_models),
+            "modelprint_version": __version__,
+        }
+        tensors = {"inputs": self.inputs, "labels": self.labels}
+        if self.null_scores is not None:
+            tensors["null_scores"] = torch.from_numpy(np.asarray(self.null_scores, np.float64))
+        return container.write(path, header, tensors)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Key:
+        header, tensors = container.peek(path, "watermark key")
+        header = container.check(path, header, tensors, FORMAT, VERSION, _FIELDS, "watermark key")
+        x, y = tensors.get("inputs"), tensors.get("labels")
+        if x is None or y is None or len(x) != len(y) or y.dtype != torch.int64 or not x.is_floating_point():
+            raise FileFormatError(f"{path}: watermark key lacks consistent inputs and labels")
+        try:
+            scheme = make_watermark(header["scheme"])
+        except ConfigError as e:
+            raise FileFormatError(f"{path}: unknown watermark scheme in header ({e})") from None
+        nulls = tensors.get("null_scores")
+        return cls(
+            scheme,
+            x,
+            y,
+            header["num_classes"],
+            header["dataset"],
+            header["key_seed"],
+            header["owner_sha256"],
+            header["created"],
+            None if nulls is None else nulls.numpy(),
+            tuple(header["null_models"]),
+            float(header["target_fpr"]),
+        )
+
+
+def _training_data(data) -> tuple[torch.Tensor, torch.Tensor, str]:
+    if isinstance(data, str):
+        ds = datasets.load(data, "train")
+        return ds.x, ds.y, data
+    from ..fingerprint.api import held_out
+
+    return held_out(data)
+
+
+def embed(
+    model: nn.Module,
+    scheme: str | Watermark = "trigger-set",
+    data="digits",
+    key_seed: int = 0,
+    *,
+    epochs: int = 20,
+    lr: float = 0.003,
+    device: str = "cpu",
+) -> tuple[nn.Module, Key]:
+    """A watermarked copy of ``model`` and its key: the model is fine-tuned on its training data (``data``: a
+    registered dataset's train split, a Dataset or (x, y) tensors) with the key's inputs mixed in."""
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"embedding a watermark needs a torch module, not {type(model).__name__}")
+    scheme = make_watermark(scheme)
+    x, y, name = _training_data(data)
+    num_classes = WhiteBox(model, input_shape=tuple(x.shape[1:]), device=device).num_classes
+    gen = torch.Generator().manual_seed(key_seed)
+    key_x, key_y = scheme.make_key(x, y, num_classes, gen)
+    boost = max(1, round(0.1 * len(x) / max(len(key_x), 1)))  # the key makes about a tenth of every epoch
+    marked = copy.deepcopy(model)
+    fit(
+        marked,
+        torch.cat([x, key_x.repeat(boost, *[1] * (x.ndim - 1))]),
+        torch.cat([y, key_y.repeat(boost)]),
+        epochs=epochs,
+        lr=lr,
+        seed=key_seed,
+        device=device,
+    )
+    marked.eval()
+    return marked, Key(scheme, key_x.float(), key_y.long(), num_classes, name, key_seed, module_digest(marked))
+
+
+def _suspect(suspect, key: Key, device: str) -> Model:
+    if isinstance(suspect, Model):
+        return suspect
+    if isinstance(suspect, nn.Module):
+        return WhiteBox(suspect, input_shape=tuple(key.inputs.shape[1:]), device=device)
+    if callable(suspect):
+        return BlackBox(suspect, "labels", input_shape=tuple(key.inputs.shape[1:]))
+    raise ConfigError(f"cannot use {type(suspect).__name__} as a suspect")
+
+
+def calibrate(key: Key, null_models: Sequence, target_fpr: float = 0.01, cache_dir=None, device="cpu") -> Key:
+    """``key`` with the match rates of models known to be clean (needed by schemes without an analytic null)."""
+    from ..lineage import resolve
+
+    check_alpha(target_fpr)
+    scores = [
+        key.match_rate(_suspect(resolve(m, cache_dir=cache_dir, device=device), key, device)) for m in null_models
+    ]
+    if len(scores) < 2:
+        raise ConfigError("calibrating a watermark key needs at least 2 clean models")
+    names = tuple(str(m) if isinstance(m, str | Path) else type(m).__name__ for m in null_models)
+    return replace(key, null_scores=np.array(scores), null_models=names, target_fpr=float(target_fpr))
+
+
+def verify(key: Key, suspect, *, alpha: float | None = None, cache_dir=None, device: str = "cpu") -> Verdict:
+    """Does ``suspect`` carry the watermark? Sends the key inputs once, reads hard labels only."""
+    from ..lineage import resolve
+
+    if key.null is None:
+        raise ConfigError(f"watermark {key.scheme.spec()} has no analytic null: run calibrate(key, [clean models])")
+    alpha = key.target_fpr if alpha is None else alpha
+    check_alpha(alpha)
+    if isinstance(suspect, str | Path):
+        suspect = resolve(suspect, cache_dir=cache_dir, device=device)
+    model = _suspect(suspect, key, device)
+    before = model.queries
+    rate = key.match_rate(model)
+    return decide(rate, key.null, alpha, queries=model.queries - before, scheme=f"watermark:{key.scheme.spec()}")
