@@ -6,6 +6,7 @@ from typer.testing import CliRunner
 
 from modelprint import __version__
 from modelprint.cli import app
+from modelprint.errors import ConfigError
 
 runner = CliRunner()
 
@@ -144,3 +145,21 @@ def test_watermark_embed_and_verify(zoo_cache, tmp_path):
     assert yes.exit_code == 0 and '"related": true' in yes.output, yes.output
     no = runner.invoke(app, ["watermark", "verify", str(key), "train(lenet,digits,3)", *cache])
     assert no.exit_code == 1, no.output
+
+
+def test_watermark_bench_prints_the_outcome_table_and_writes_the_report(zoo_cache, tmp_path):
+    args = [
+        "watermark",
+        "bench",
+        "-o",
+        str(tmp_path),
+        "--source",
+        "train(mlp,digits,3)",
+        "--schemes",
+        "uchida(bits=32)",
+    ]
+    r = runner.invoke(app, [*args, "--attacks", "permute,quantize", "--epochs", "4", "--cache", str(zoo_cache)])
+    assert r.exit_code == 0, r.output
+    assert "REMOVED" in r.output and "kept" in r.output and (tmp_path / "report.html").exists()
+    bad = runner.invoke(app, [*args, "--attacks", "nosuch"])
+    assert isinstance(bad.exception, ConfigError) and "unknown attack nosuch" in str(bad.exception)

@@ -97,6 +97,25 @@ class BinomialNull(Null):
         return (k - 1) / self.n
 
 
+@dataclass(frozen=True)
+class Strictest(Null):
+    """The largest p-value of several nulls, each describing one source of chance: honest when any one of them
+    is. A watermark key of natural inputs needs two: the inputs of one clean model vary (binomial), and clean
+    models differ from each other (their match rates, t-tail)."""
+
+    nulls: tuple[Null, ...]
+
+    @property
+    def method(self) -> str:  # type: ignore[override]
+        return "+".join(n.method for n in self.nulls)
+
+    def p_value(self, score: float) -> float:
+        return max(n.p_value(score) for n in self.nulls)
+
+    def threshold(self, alpha: float) -> float:
+        return max(n.threshold(alpha) for n in self.nulls)
+
+
 def check_alpha(alpha: float) -> None:
     if not 0 < alpha < 1:
         raise ConfigError(f"a false-positive rate must be in (0, 1), got {alpha}")

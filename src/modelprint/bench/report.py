@@ -145,27 +145,34 @@ def write(out: str | Path, path: str | Path | None = None) -> tuple[Path, pd.Dat
         "roc": f"<h2>ROC curves</h2>{roc_curves(scores, budget)}",
         "budget": f"<h2>AUC against budget</h2>{budget_curves(summary)}",
         "timing": f"<h2>Timing per scheme</h2>{timing_png}{timing_table.round(3).to_html()}",
-        "provenance": "<h2>Provenance</h2><table>"
-        + "".join(
-            f"<tr><th>{html.escape(str(k))}</th><td><code>{html.escape(str(v))}</code></td></tr>"
-            for k, v in {
-                **meta,
-                "report written": datetime.now(UTC).isoformat(timespec="seconds"),
-                "scored pairs": len(scores),
-            }.items()
-        )
-        + "</table>",
+        "provenance": provenance({**meta, "scored pairs": len(scores)}),
     }
-    title = f"modelprint benchmark: {html.escape(str(meta.get('benchmark', out.name)))}"
-    body = "".join(f'<section id="{k}">{parts[k]}</section>' for k in SECTIONS)
+    title = f"modelprint benchmark: {meta.get('benchmark', out.name)}"
+    path = write_page(Path(path) if path else out / "report.html", title, [parts[k] for k in SECTIONS], SECTIONS)
+    return path, summary
+
+
+def provenance(meta: dict) -> str:
+    """The provenance section: what produced the results, and when the report was written."""
+    rows = {**meta, "report written": datetime.now(UTC).isoformat(timespec="seconds")}
+    cells = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td><code>{html.escape(str(v))}</code></td></tr>" for k, v in rows.items()
+    )
+    return f"<h2>Provenance</h2><table>{cells}</table>"
+
+
+def write_page(path: Path, title: str, sections: list[str], ids: tuple[str, ...]) -> Path:
+    """One self-contained HTML page of ``sections`` (HTML fragments), written atomically."""
+    title = html.escape(title)
+    body = "".join(f'<section id="{k}">{part}</section>' for k, part in zip(ids, sections, strict=True))
     doc = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>"
         "body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;"
         "font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}"
         f"</style></head><body><h1>{title}</h1>{body}</body></html>"
     )
-    path = Path(path) if path else out / "report.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(doc)
     os.replace(tmp, path)
-    return path, summary
+    return path

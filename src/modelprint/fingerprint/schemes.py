@@ -8,7 +8,7 @@ import torch
 from ..access import Model, Output, View
 from ..base import Params
 from ..errors import AccessError, ConfigError
-from ..lineage.expr import _split_top, parse_steps
+from ..lineage.expr import parse_steps, split_top
 from .distances import DISTANCES, Distance
 from .queries import SAMPLERS, Sampler
 from .representations import REPRESENTATIONS, Representation
@@ -117,7 +117,7 @@ def make_scheme(spec: str | Scheme, access: Output | None = None) -> Scheme:
         scheme = spec
     else:
         name = _BY_LOWER.get(spec.strip().lower(), "")
-        parts = _split_top(NAMED[name][0] if name else spec, "+")
+        parts = split_top(NAMED[name][0] if name else spec, "+")
         if len(parts) != 3:
             raise ConfigError(
                 f"unknown scheme {spec!r}: expected a named scheme ({', '.join(NAMED)}) "

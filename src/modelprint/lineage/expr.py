@@ -11,7 +11,7 @@ from ..errors import ConfigError
 _STEP = re.compile(r"\s*([A-Za-z_][\w-]*)\s*\((.*)\)\s*", re.S)
 
 
-def _split_top(text: str, sep: str) -> list[str]:
+def split_top(text: str, sep: str) -> list[str]:
     """Split on ``sep`` outside quotes and parentheses."""
     parts, depth, quote, start, i = [], 0, None, 0, 0
     while i < len(text):
@@ -55,13 +55,13 @@ def parse_steps(expr: str) -> list[tuple[str, list[Any], dict[str, Any]]]:
     if not expr or not expr.strip():
         raise ConfigError("empty lineage expression")
     steps = []
-    for raw in _split_top(expr, "->"):
+    for raw in split_top(expr, "->"):
         m = _STEP.fullmatch(raw)
         if not m:
             raise ConfigError(f"cannot parse step {raw.strip()!r} of {expr!r}: expected name(arg, ..., key=value)")
         name, inner = m.group(1), m.group(2)
         args, kwargs = [], {}
-        for item in _split_top(inner, ",") if inner.strip() else []:
+        for item in split_top(inner, ",") if inner.strip() else []:
             key, eq, value = item.partition("=")
             if eq and re.fullmatch(r"\s*[A-Za-z_]\w*\s*", key):
                 kwargs[key.strip()] = parse_value(value)

@@ -45,11 +45,13 @@ def fit(
     adv_eps: float = 0.0,
     weight_decay: float = 0.0,
     after_step: Callable[[nn.Module], None] | None = None,
+    penalty: Callable[[nn.Module], torch.Tensor] | None = None,
     device: str = "cpu",
 ) -> nn.Module:
     """Train ``model`` on inputs ``x`` against fixed labels, or against ``targets(batch)`` (a teacher's
     labels or probabilities; with ``mix`` the batch is extended by ``mixup_queries`` before asking).
-    Adam with a one-cycle schedule; ``after_step`` runs after every update (e.g. to keep pruned weights at 0)."""
+    Adam with a one-cycle schedule; ``penalty(model)`` is added to every batch's loss (e.g. a white-box
+    watermark's regulariser); ``after_step`` runs after every update (e.g. to keep pruned weights at 0)."""
     gen = torch.Generator().manual_seed(seed)
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -72,6 +74,8 @@ def fit(
                 xb, yb = torch.cat([xb, x_adv]), torch.cat([yb, yb])
             out = model(xb)
             loss = F.kl_div(F.log_softmax(out, 1), yb, reduction="batchmean") if soft else F.cross_entropy(out, yb)
+            if penalty is not None:
+                loss = loss + penalty(model)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

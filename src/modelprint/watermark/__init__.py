@@ -17,8 +17,8 @@ from torch import nn
 
 from .. import __version__, container
 from .. import data as datasets
-from ..access import BlackBox, Model, View, WhiteBox
-from ..decide import BinomialNull, check_alpha, decide
+from ..access import BlackBox, Model, WhiteBox
+from ..decide import BinomialNull, EmpiricalNull, Null, Strictest, check_alpha, decide
 from ..digest import module_digest
 from ..errors import ConfigError, FileFormatError
 from ..lineage.expr import parse_steps
@@ -69,21 +69,22 @@ class Key:
     target_fpr: float = 0.01
 
     @cached_property
-    def null(self) -> BinomialNull | None:
+    def null(self) -> Null | None:
         n = len(self.labels)
-        if self.scheme.binomial:  # random labels: each is matched by an unrelated model with probability 1/C
-            return BinomialNull(n, 1.0 / self.num_classes)
+        if (chance := self.scheme.chance(self.num_classes)) is not None:
+            return BinomialNull(n, chance)
         if self.null_scores is None:
             return None
-        # Each key input is a trial; the per-input match probability of an unrelated model is taken from the
-        # clean model that matched most (Laplace-smoothed), which stays honest when clean models differ and
-        # when they never match at all (a normal fit to all-zero rates would call a single match significant).
+        # Two sources of chance. Within a model, each key input is a trial, matched with the probability of the
+        # clean model that matched most (Laplace-smoothed: honest even when no clean model ever matched).
+        # Between models, the match rate itself varies (a natural-content key speaks to some architectures
+        # more than others), which the t-tail over the clean models' rates covers. The larger p-value holds.
         k = np.round(np.asarray(self.null_scores) * n)
-        return BinomialNull(n, float(((k + 1) / (n + 2)).max()))
+        return Strictest((BinomialNull(n, float(((k + 1) / (n + 2)).max())), EmpiricalNull(self.null_scores)))
 
     def match_rate(self, suspect: Model) -> float:
-        labels = View(suspect, "labels", budget=len(self.labels)).labels(self.inputs)
-        return float((labels == self.labels).float().mean())
+        """The fraction of the key the suspect answers as the marked model does."""
+        return float((self.scheme.read(suspect, self.inputs) == self.labels).float().mean())
 
     def save(self, path: str | Path) -> Path:
         header = {
@@ -147,31 +148,37 @@ def embed(
     key_seed: int = 0,
     *,
     epochs: int = 20,
-    lr: float = 0.003,
+    lr: float = 0.002,
+    learnt: float = 0.95,
+    rounds: int = 3,
     device: str = "cpu",
 ) -> tuple[nn.Module, Key]:
     """A watermarked copy of ``model`` and its key: the model is fine-tuned on its training data (``data``: a
-    registered dataset's train split, a Dataset or (x, y) tensors) with the key's inputs mixed in."""
+    registered dataset's train split, a Dataset or (x, y) tensors) with the key's inputs mixed in (or, for a
+    white-box scheme, its regulariser added), in up to ``rounds`` runs of ``epochs`` until the marked model
+    matches at least ``learnt`` of the key."""
     if not isinstance(model, nn.Module):
         raise ConfigError(f"embedding a watermark needs a torch module, not {type(model).__name__}")
-    scheme = make_watermark(scheme)
+    scheme = make_watermark(scheme).for_model(model)
     x, y, name = _training_data(data)
     num_classes = WhiteBox(model, input_shape=tuple(x.shape[1:]), device=device).num_classes
     gen = torch.Generator().manual_seed(key_seed)
-    key_x, key_y = scheme.make_key(x, y, num_classes, gen)
-    boost = max(1, round(0.1 * len(x) / max(len(key_x), 1)))  # the key makes about a tenth of every epoch
-    marked = copy.deepcopy(model)
-    fit(
-        marked,
-        torch.cat([x, key_x.repeat(boost, *[1] * (x.ndim - 1))]),
-        torch.cat([y, key_y.repeat(boost)]),
-        epochs=epochs,
-        lr=lr,
-        seed=key_seed,
-        device=device,
-    )
+    key_x, key_y = scheme.make_key(model, x, y, num_classes, gen)
+    key_x, key_y = key_x.float(), key_y.long()
+    marked, key = copy.deepcopy(model), Key(scheme, key_x, key_y, num_classes, name, key_seed)
+    if scheme.white_box:  # trained in through a regulariser on the weights
+        args = x, y
+        kw = {"penalty": lambda m: scheme.penalty(m, key_x, key_y)}
+    else:  # mixed into the data: the key makes about a tenth of every epoch
+        boost = max(1, round(0.1 * len(x) / len(key_x)))
+        args = torch.cat([x, key_x.to(x.dtype).repeat(boost, *[1] * (x.ndim - 1))]), torch.cat([y, key_y.repeat(boost)])
+        kw = {}
+    for round_ in range(rounds):  # until the key is learnt (a small network memorises random labels slowly)
+        fit(marked, *args, epochs=epochs, lr=lr, seed=key_seed + round_, device=device, **kw)
+        if key.match_rate(WhiteBox(marked, input_shape=tuple(x.shape[1:]), device=device)) >= learnt:
+            break
     marked.eval()
-    return marked, Key(scheme, key_x.float(), key_y.long(), num_classes, name, key_seed, module_digest(marked))
+    return marked, replace(key, owner_sha256=module_digest(marked))
 
 
 def _suspect(suspect, key: Key, device: str) -> Model:
@@ -199,7 +206,8 @@ def calibrate(key: Key, null_models: Sequence, target_fpr: float = 0.01, cache_d
 
 
 def verify(key: Key, suspect, *, alpha: float | None = None, cache_dir=None, device: str = "cpu") -> Verdict:
-    """Does ``suspect`` carry the watermark? Sends the key inputs once, reads hard labels only."""
+    """Does ``suspect`` carry the watermark? Black-box schemes send the key inputs once and read hard labels
+    only; Uchida's reads the suspect's weights."""
     from ..lineage import resolve
 
     if key.null is None:

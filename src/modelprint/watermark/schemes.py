@@ -1,27 +1,50 @@
-"""Black-box classifier watermarks planted by the owner before release: a secret key of inputs and the labels
-the watermarked model gives them. Each scheme is a small class that makes its key; embedding fine-tunes the
-model on its training data with the key mixed in."""
+"""Classifier watermarks planted by the owner before release. A scheme makes a secret key (inputs and the labels
+the marked model must give them, or for Uchida's white-box scheme a projection and a bit string), says how the
+key is trained in, and how a suspect's answer to the key is read. Each is a small class in ``WATERMARKS``."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
+from ..access import Model, View, WhiteBox
 from ..base import Params, Registry
+from ..errors import AccessError, ConfigError
 
 WATERMARKS: Registry[Watermark] = Registry("watermark")
 
 
 class Watermark(Params):
-    """Makes a key: ``size`` inputs and their target labels. ``binomial`` schemes have an honest analytic null
-    (an unrelated model matches each random label with probability 1/C); the others are calibrated on
-    unrelated models."""
+    """A watermark scheme. ``make_key`` returns the key inputs and their target labels; ``read`` what a suspect
+    answers to them (hard labels for black-box schemes). ``chance`` is the probability that an unrelated model
+    matches one target, where that is known exactly; otherwise the null comes from clean models."""
 
-    binomial: ClassVar[bool] = False
+    white_box: ClassVar[bool] = False
 
-    def make_key(self, x: torch.Tensor, y: torch.Tensor, num_classes: int, gen: torch.Generator):
+    def for_model(self, model: nn.Module) -> Watermark:
+        """This scheme with any parameter that depends on the model (e.g. a layer) resolved."""
+        return self
+
+    def make_key(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, gen: torch.Generator):
         raise NotImplementedError
+
+    def chance(self, num_classes: int) -> float | None:
+        return None
+
+    def penalty(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        """A loss added to training (white-box schemes); black-box keys are mixed into the data instead."""
+        return None
+
+    def read(self, suspect: Model, inputs: torch.Tensor) -> torch.Tensor:
+        return View(suspect, "labels", budget=len(inputs)).labels(inputs)
+
+
+def _check_size(size: int) -> None:
+    if not isinstance(size, int) or size < 10:
+        raise ConfigError(f"a watermark key needs at least 10 inputs, got size={size!r}")
 
 
 @WATERMARKS.register("trigger-set")
@@ -29,34 +52,49 @@ class TriggerSet(Watermark):
     """Adi et al. 2018: out-of-distribution inputs (uniform noise over the data's range) with labels drawn
     uniformly at random, so an unrelated model agrees with each label with probability exactly 1/C."""
 
-    binomial = True
-
     def __init__(self, size: int = 100):
+        _check_size(size)
         self.size = size
 
-    def make_key(self, x, y, num_classes, gen):
+    def chance(self, num_classes):
+        return 1.0 / num_classes
+
+    def make_key(self, model, x, y, num_classes, gen):
         low, high = float(x.min()), float(x.max())
         inputs = low + (high - low) * torch.rand(self.size, *x.shape[1:], generator=gen)
         return inputs, torch.randint(0, num_classes, (self.size,), generator=gen)
 
 
-class _Stamped(Watermark):
-    """Zhang et al. 2018: training inputs of other classes with a secret pattern added, relabelled to one
-    target class. Natural inputs carry class evidence, so the null rate is not 1/C: calibrate on clean models."""
+class _OneTarget(Watermark):
+    """Zhang et al. 2018: key inputs relabelled to one secret target class. Their content carries evidence for
+    some class, so the null rate is not 1/C: calibrate on clean models."""
+
+    size: int
+
+    def inputs(self, x: torch.Tensor, y: torch.Tensor, target: int, gen: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def make_key(self, model, x, y, num_classes, gen):
+        target = int(torch.randint(0, num_classes, (1,), generator=gen))
+        inputs = self.inputs(x, y, target, gen).clamp(x.min(), x.max())
+        return inputs, torch.full((len(inputs),), target)
+
+
+class _Stamped(_OneTarget):
+    """Training inputs of other classes with a secret pattern added."""
 
     def __init__(self, size: int = 100, strength: float = 0.5):
+        _check_size(size)
         self.size, self.strength = size, strength
 
     def pattern(self, shape: tuple[int, ...], span: float, gen: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
 
-    def make_key(self, x, y, num_classes, gen):
-        target = int(torch.randint(0, num_classes, (1,), generator=gen))
+    def inputs(self, x, y, target, gen):
         pool = torch.nonzero(y != target).flatten()
         idx = pool[torch.randperm(len(pool), generator=gen)[: self.size]]
         span = float(x.max() - x.min()) or 1.0
-        inputs = (x[idx] + self.strength * self.pattern(tuple(x.shape[1:]), span, gen)).clamp(x.min(), x.max())
-        return inputs, torch.full((len(idx),), target)
+        return x[idx] + self.strength * self.pattern(tuple(x.shape[1:]), span, gen)
 
 
 @WATERMARKS.register("noise")
@@ -69,14 +107,153 @@ class NoiseStamp(_Stamped):
 
 @WATERMARKS.register("content")
 class ContentStamp(_Stamped):
-    """A visible block at a secret position (a logo, in the paper), a quarter of each spatial side."""
+    """A saturated block at a secret position (a logo, in the paper), ``side`` of each spatial side."""
+
+    def __init__(self, size: int = 100, strength: float = 0.5, side: float = 0.4):
+        super().__init__(size, strength)
+        if not 0 < side <= 1:
+            raise ConfigError(f"content side is a fraction of each spatial side, got {side}")
+        self.side = side
 
     def pattern(self, shape, span, gen):
         mark = torch.zeros(shape)
         box: list = [slice(None)] if len(shape) > 1 else []
         for n in shape[1:] if len(shape) > 1 else shape:
-            w = max(1, n // 4)
+            w = max(1, round(n * self.side))
             start = int(torch.randint(0, n - w + 1, (1,), generator=gen))
             box.append(slice(start, start + w))
         mark[tuple(box)] = span * 2
         return mark
+
+
+@WATERMARKS.register("unrelated")
+class Unrelated(_OneTarget):
+    """Inputs from outside the task. With ``dataset`` (a registered dataset of the same input shape, e.g. a
+    local ``npz:`` file) they are its training inputs; otherwise smooth random images (Gaussian noise drawn at a
+    quarter of the resolution and interpolated), structured content no class of the task resembles."""
+
+    def __init__(self, size: int = 100, dataset: str = ""):
+        _check_size(size)
+        self.size, self.dataset = size, dataset
+
+    def inputs(self, x, y, target, gen):
+        shape = tuple(x.shape[1:])
+        if self.dataset:
+            from .. import data
+
+            other = data.load(self.dataset, "train").x
+            if tuple(other.shape[1:]) != shape:
+                raise ConfigError(f"unrelated({self.dataset}): input shape {tuple(other.shape[1:])} is not {shape}")
+            return other[torch.randperm(len(other), generator=gen)[: self.size]].to(x.dtype)
+        grid = shape if len(shape) > 1 else (1, *shape)  # channels first, then spatial sides
+        coarse = torch.randn(self.size, grid[0], *[max(2, n // 4) for n in grid[1:]], generator=gen)
+        mode = {1: "linear", 2: "bilinear", 3: "trilinear"}.get(len(grid) - 1)
+        smooth = F.interpolate(coarse, size=grid[1:], mode=mode, align_corners=False) if mode else coarse
+        flat = smooth.flatten(1)
+        lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+        unit = (flat - lo) / (hi - lo).clamp_min(1e-8)
+        return (x.min() + unit * (x.max() - x.min())).reshape(self.size, *shape)
+
+
+@WATERMARKS.register("frontier-stitching")
+class FrontierStitching(Watermark):
+    """Le Merrer et al. 2019: training inputs pushed towards the decision frontier by FGSM (radius ``eps`` of the
+    data's range); half are true adversaries (the model's label flipped), half false adversaries (it did not),
+    all keyed with their true label, and the model is fine-tuned until it gets them all right. When too few
+    inputs flip at ``eps`` the radius grows by half, when too few resist it shrinks, keeping what each radius
+    found. The paper's
+    binomial(1/2) null assumes an unrelated model gets half of them right, which depends on how far the
+    adversaries transfer, so the null comes from clean models."""
+
+    def __init__(self, size: int = 100, eps: float = 0.25):
+        _check_size(size)
+        if not 0 < eps < 1:
+            raise ConfigError(f"frontier-stitching eps is a fraction of the input range, got {eps}")
+        self.size, self.eps = size, eps
+
+    def make_key(self, model, x, y, num_classes, gen):
+        model.eval()
+        order = torch.randperm(len(x), generator=gen)
+        device = next(model.parameters()).device
+        span, low, high = float(x.max() - x.min()) or 1.0, float(x.min()), float(x.max())
+        need_true = self.size // 2
+        eps, true, false = self.eps, [], []
+        for _ in range(8):  # a robust model needs a larger step to flip some inputs, a fragile one a smaller
+            for i in range(0, len(x), 256):
+                idx = order[i : i + 256]
+                xb, yb = x[idx].to(device).float().requires_grad_(True), y[idx].to(device)
+                logits = model(xb)
+                (grad,) = torch.autograd.grad(F.cross_entropy(logits, yb), xb)
+                adv = (xb + eps * span * grad.sign()).clamp(low, high).detach()
+                with torch.no_grad():
+                    right, flipped = logits.argmax(1) == yb, model(adv).argmax(1) != yb
+                true += [(a, t) for a, t in zip(adv[right & flipped].cpu(), yb[right & flipped].cpu(), strict=True)]
+                false += [(a, t) for a, t in zip(adv[right & ~flipped].cpu(), yb[right & ~flipped].cpu(), strict=True)]
+                if len(true) >= need_true and len(false) >= self.size - need_true:
+                    break
+            if len(true) >= need_true and len(false) >= self.size - need_true:
+                break
+            eps = min(eps * 1.5, 1.0) if len(true) < need_true else eps / 1.5
+        chosen = true[:need_true] + false[: self.size - min(len(true), need_true)]
+        if len(chosen) < self.size:
+            raise ConfigError(f"frontier-stitching found {len(true)} true and {len(false)} false adversaries")
+        return torch.stack([a for a, _ in chosen]), torch.stack([t for _, t in chosen]).long()
+
+
+def _marked_weight(module: nn.Module, layer: str) -> torch.Tensor:
+    try:
+        sub = module.get_submodule(layer)
+    except AttributeError:
+        raise AccessError(f"the suspect has no layer {layer!r} to read the watermark from") from None
+    w = getattr(sub, "weight", None)
+    if not isinstance(w, torch.Tensor) or w.ndim < 2:
+        raise AccessError(f"layer {layer!r} of the suspect has no weight matrix or kernel")
+    return w.float().mean(0).flatten()  # the mean over output filters: invariant to permuting them
+
+
+@WATERMARKS.register("uchida")
+class Uchida(Watermark):
+    """Uchida et al. 2017 (white-box): a secret projection X (``bits`` x M) and bit string b; training adds
+    ``strength * BCE(sigmoid(X w), b)`` where w is the mean over output filters of ``layer``'s kernel (M values).
+    The suspect's bits are [X w >= 0]; b is uniformly random, so an unrelated model matches each bit with
+    probability exactly 1/2. The default layer is the first Linear/Conv layer with at least 2 x bits inputs."""
+
+    white_box = True
+
+    def __init__(self, bits: int = 64, layer: str = "", strength: float = 0.1):
+        if not isinstance(bits, int) or bits < 16:
+            raise ConfigError(f"uchida needs at least 16 bits, got bits={bits!r}")
+        self.bits, self.layer, self.strength = bits, str(layer), strength  # str: a Sequential index parses as int
+
+    def for_model(self, model):
+        if self.layer:
+            _marked_weight(model, self.layer)
+            return self
+        layers = [m for m in model.modules() if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d)]
+        names = {id(m): n for n, m in model.named_modules()}
+        for m in layers[:-1]:  # never the classifier head
+            if m.weight[0].numel() >= 2 * self.bits:
+                return Uchida(self.bits, names[id(m)], self.strength)
+        raise ConfigError(f"no hidden Linear/Conv layer of {type(model).__name__} has {2 * self.bits} inputs")
+
+    def chance(self, num_classes):
+        return 0.5
+
+    def make_key(self, model, x, y, num_classes, gen):
+        m = _marked_weight(model, self.layer).numel()
+        return torch.randn(self.bits, m, generator=gen), torch.randint(0, 2, (self.bits,), generator=gen)
+
+    def penalty(self, model, inputs, labels):
+        w = _marked_weight(model, self.layer)
+        return self.strength * F.binary_cross_entropy_with_logits(inputs.to(w.device) @ w, labels.float().to(w.device))
+
+    def read(self, suspect, inputs):
+        if not isinstance(suspect, WhiteBox):
+            raise AccessError("uchida is a white-box watermark: verifying it needs the suspect's weights")
+        with torch.no_grad():
+            w = _marked_weight(suspect.module, self.layer).cpu()
+            if w.numel() != inputs.shape[1]:
+                raise AccessError(
+                    f"layer {self.layer!r} of the suspect has {w.numel()} inputs, the key {inputs.shape[1]}"
+                )
+            return (inputs @ w >= 0).long()
