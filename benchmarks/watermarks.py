@@ -28,9 +28,9 @@ def embedding_cost(sources: list[str], seeds: range) -> pd.DataFrame:
             for seed in seeds:
                 t0 = time.perf_counter()
                 marked, _ = wm.embed(owner.module, spec, owner.dataset, key_seed=seed)
-                rows.append({"source": expr, "scheme": spec, "seed": seed, "seconds": time.perf_counter() - t0,
-                             "train_seconds": owner.meta["seconds"],
-                             "cost_points": 100 * (owner.test_accuracy - accuracy(marked, test.x, test.y))})  # fmt: skip
+                seconds, cost = time.perf_counter() - t0, owner.test_accuracy - accuracy(marked, test.x, test.y)
+                rows.append({"source": expr, "scheme": spec, "seed": seed, "seconds": seconds,
+                             "train_seconds": owner.meta["seconds"], "cost_points": 100 * cost})  # fmt: skip
     df = pd.DataFrame(rows)
     return df.groupby(["source", "scheme"], sort=False).agg(
         embed_s=("seconds", "median"),
