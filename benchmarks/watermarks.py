@@ -46,7 +46,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", default="runs/watermarks")
     args = parser.parse_args()
-    pd.set_option("display.width", 200)
+    pd.set_option("display.width", 250)
+    pd.set_option("display.max_columns", None)
     print(embedding_cost(args.sources, range(args.seeds)).round(2).to_string())
     for i, expr in enumerate(args.sources):
         out = Path(args.out) / f"source{i}"

@@ -157,8 +157,9 @@ def embed(
     registered dataset's train split, a Dataset or (x, y) tensors) with the key's inputs mixed in (or, for a
     white-box scheme, its regulariser added), in up to ``rounds`` runs of ``epochs`` until the marked model
     matches at least ``learnt`` of the key."""
+    model = model.module if isinstance(model, WhiteBox) else model
     if not isinstance(model, nn.Module):
-        raise ConfigError(f"embedding a watermark needs a torch module, not {type(model).__name__}")
+        raise ConfigError(f"embedding a watermark trains the model: needs a torch module, not {type(model).__name__}")
     scheme = make_watermark(scheme).for_model(model)
     x, y, name = _training_data(data)
     num_classes = WhiteBox(model, input_shape=tuple(x.shape[1:]), device=device).num_classes
