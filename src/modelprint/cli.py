@@ -408,11 +408,7 @@ def verify_cmd(
     v = verify(
         fp, suspect, alpha=alpha, sequential=sequential, delta=delta, cache_dir=cache, device=check_device(device)
     )
-    if as_json:
-        console.print_json(v.to_json())
-    else:
-        console.print(verdict_panel(v, f"{suspect} vs {fingerprint}"))
-    raise typer.Exit(0 if v.related else 1)
+    show_verdict(v, f"{suspect} vs {fingerprint}", as_json)
 
 
 def _plain(x) -> str:
@@ -422,6 +418,15 @@ def _plain(x) -> str:
     if isinstance(x, dict | list):
         return json.dumps(x, default=str, separators=(", ", ": "))
     return str(x)
+
+
+def show_verdict(v, title: str, as_json: bool) -> None:
+    """Print a verdict (a panel, or JSON) and exit with its status: 0 related, 1 not related."""
+    if as_json:
+        console.print_json(v.to_json())
+    else:
+        console.print(verdict_panel(v, title))
+    raise typer.Exit(0 if v.related else 1)
 
 
 def verdict_panel(v, title: str):
@@ -468,11 +473,7 @@ def compare_cmd(
     a, b = (resolve(m, cache_dir=cache, device=device) for m in (model_a, model_b))
     with err_console.status("matching hidden units and calibrating on independent models"):
         v = compare_weights(a, b, null_models=null or None, alpha=alpha, cache_dir=cache, device=device)
-    if as_json:
-        console.print_json(v.to_json())
-    else:
-        console.print(verdict_panel(v, f"{model_b} vs {model_a}"))
-    raise typer.Exit(0 if v.related else 1)
+    show_verdict(v, f"{model_b} vs {model_a}", as_json)
 
 
 @app.command("schemes")
@@ -699,11 +700,7 @@ def watermark_verify(
     from . import watermark
 
     v = watermark.verify(watermark.Key.load(key_path), suspect, cache_dir=cache, device=check_device(device))
-    if as_json:
-        console.print_json(v.to_json())
-    else:
-        console.print(verdict_panel(v, f"{suspect} vs {key_path}"))
-    raise typer.Exit(0 if v.related else 1)
+    show_verdict(v, f"{suspect} vs {key_path}", as_json)
 
 
 @watermark_app.command("bench")
@@ -793,13 +790,12 @@ def diffusion_train(
 
 def write_csv(rows: list[dict], path: Path) -> None:
     """Write rows atomically (a temporary file renamed into place)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
+    from .io import atomic_file
+
+    with atomic_file(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    tmp.replace(path)
 
 
 def main() -> None:

@@ -8,20 +8,20 @@ import base64
 import html
 import io
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from ..io import atomic_file
 from .metrics import summarize
 from .runner import read_scores
 
 SECTIONS = ("summary", "heatmap", "roc", "budget", "timing", "provenance")
 
 
-def _png(fig) -> str:
+def png(fig) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -64,7 +64,7 @@ def heatmaps(summary: pd.DataFrame, budget: int) -> str:
             )
         ax.set_title(f"{metric.upper()} at budget {budget}")
         fig.colorbar(im, ax=ax, fraction=0.04)
-    return _png(fig)
+    return png(fig)
 
 
 def roc_curves(scores: pd.DataFrame, budget: int) -> str:
@@ -85,7 +85,7 @@ def roc_curves(scores: pd.DataFrame, budget: int) -> str:
         ax.set(title=task, xlabel="FPR", ylabel="TPR", xlim=(-0.02, 1), ylim=(0, 1.02))
     axes[0].legend(fontsize=7, loc="lower right")
     fig.suptitle(f"ROC per task, budget {budget} (sources and seeds pooled)")
-    return _png(fig)
+    return png(fig)
 
 
 def budget_curves(summary: pd.DataFrame) -> str:
@@ -102,7 +102,7 @@ def budget_curves(summary: pd.DataFrame) -> str:
         ax.set_xticks(budgets, [str(b) for b in budgets])
     axes[0].legend(fontsize=7, loc="lower right")
     fig.suptitle("AUC against query budget")
-    return _png(fig)
+    return png(fig)
 
 
 def timing(scores: pd.DataFrame) -> tuple[str, pd.DataFrame]:
@@ -121,7 +121,7 @@ def timing(scores: pd.DataFrame) -> tuple[str, pd.DataFrame]:
         ax.barh(t.index, t[col])
         ax.set_title(col)
     axes[1].set_yticks(range(len(t)), [])
-    return _png(fig), t
+    return png(fig), t
 
 
 def write(out: str | Path, path: str | Path | None = None) -> tuple[Path, pd.DataFrame]:
@@ -171,8 +171,6 @@ def write_page(path: Path, title: str, sections: list[str], ids: tuple[str, ...]
         "font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}"
         f"</style></head><body><h1>{title}</h1>{body}</body></html>"
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(doc)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(doc)
     return path

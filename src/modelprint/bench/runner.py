@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -22,6 +20,7 @@ import torch
 
 from .. import __version__
 from ..errors import AccessError, ConfigError
+from ..io import atomic_file
 from .suite import Benchmark
 
 PARTS = "scores"  # folder of the results table's Parquet parts
@@ -172,7 +171,7 @@ def run(
     units = plan(bench, schemes, budgets, seeds)
     (out / PARTS).mkdir(parents=True, exist_ok=True)
     cache = None if cache_dir is None else str(cache_dir)
-    _write_json(
+    write_json(
         out / "run.json",
         {
             "benchmark": bench.name,
@@ -217,18 +216,10 @@ def read_scores(out: str | Path) -> pd.DataFrame:
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+def write_json(path: Path, obj: dict) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2))

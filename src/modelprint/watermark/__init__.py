@@ -17,7 +17,7 @@ from torch import nn
 
 from .. import __version__, container
 from .. import data as datasets
-from ..access import BlackBox, Model, WhiteBox
+from ..access import Model, WhiteBox, as_model
 from ..decide import BinomialNull, EmpiricalNull, Null, Strictest, check_alpha, decide
 from ..digest import module_digest
 from ..errors import ConfigError, FileFormatError
@@ -182,24 +182,21 @@ def embed(
     return marked, replace(key, owner_sha256=module_digest(marked))
 
 
-def _suspect(suspect, key: Key, device: str) -> Model:
-    if isinstance(suspect, Model):
-        return suspect
+def _suspect(suspect, key: Key, cache_dir, device: str) -> Model:
+    """A suspect (module, ``Model``, labels callable, model file or lineage expression) as a ``Model``."""
+    from ..lineage import resolve
+
+    if isinstance(suspect, str | Path):
+        suspect = resolve(suspect, cache_dir=cache_dir, device=device)
     if isinstance(suspect, nn.Module):
         return WhiteBox(suspect, input_shape=tuple(key.inputs.shape[1:]), device=device)
-    if callable(suspect):
-        return BlackBox(suspect, "labels", input_shape=tuple(key.inputs.shape[1:]))
-    raise ConfigError(f"cannot use {type(suspect).__name__} as a suspect")
+    return as_model(suspect, input_shape=tuple(key.inputs.shape[1:]))
 
 
 def calibrate(key: Key, null_models: Sequence, target_fpr: float = 0.01, cache_dir=None, device="cpu") -> Key:
     """``key`` with the match rates of models known to be clean (needed by schemes without an analytic null)."""
-    from ..lineage import resolve
-
     check_alpha(target_fpr)
-    scores = [
-        key.match_rate(_suspect(resolve(m, cache_dir=cache_dir, device=device), key, device)) for m in null_models
-    ]
+    scores = [key.match_rate(_suspect(m, key, cache_dir, device)) for m in null_models]
     if len(scores) < 2:
         raise ConfigError("calibrating a watermark key needs at least 2 clean models")
     names = tuple(str(m) if isinstance(m, str | Path) else type(m).__name__ for m in null_models)
@@ -209,15 +206,11 @@ def calibrate(key: Key, null_models: Sequence, target_fpr: float = 0.01, cache_d
 def verify(key: Key, suspect, *, alpha: float | None = None, cache_dir=None, device: str = "cpu") -> Verdict:
     """Does ``suspect`` carry the watermark? Black-box schemes send the key inputs once and read hard labels
     only; Uchida's reads the suspect's weights."""
-    from ..lineage import resolve
-
     if key.null is None:
         raise ConfigError(f"watermark {key.scheme.spec()} has no analytic null: run calibrate(key, [clean models])")
     alpha = key.target_fpr if alpha is None else alpha
     check_alpha(alpha)
-    if isinstance(suspect, str | Path):
-        suspect = resolve(suspect, cache_dir=cache_dir, device=device)
-    model = _suspect(suspect, key, device)
+    model = _suspect(suspect, key, cache_dir, device)
     before = model.queries
     rate = key.match_rate(model)
     return decide(rate, key.null, alpha, queries=model.queries - before, scheme=f"watermark:{key.scheme.spec()}")

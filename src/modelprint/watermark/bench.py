@@ -7,7 +7,6 @@ controls. Results go to ``OUT/results.csv`` after every scheme; a rerun resumes.
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import time
@@ -19,8 +18,9 @@ import pandas as pd
 
 from .. import __version__
 from .. import data as datasets
+from ..bench.runner import write_json
 from ..errors import AccessError, ConfigError
-from ..io import save_model
+from ..io import atomic_file, save_model
 from ..lineage import build, build_node
 from ..lineage.train import accuracy
 from . import Key, calibrate, embed, make_watermark, verify
@@ -50,9 +50,8 @@ def _slug(spec: str) -> str:
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        df.to_csv(tmp, index=False)
 
 
 def _check(names: Sequence[str], known, what: str) -> None:
@@ -102,7 +101,7 @@ def run(
     meta = {"source": source, "dataset": dataset, "schemes": list(schemes), "attacks": dict(attacks),
             "nulls": nulls, "controls": controls, "epochs": epochs, "key_seed": key_seed, "device": device,
             "command": " ".join(sys.argv), "modelprint": __version__}  # fmt: skip
-    (out / "run.json").write_text(json.dumps(meta, indent=2))
+    write_json(out / "run.json", meta)
 
     done = pd.read_csv(out / "results.csv") if (out / "results.csv").exists() else pd.DataFrame(columns=COLUMNS)
     cost = pd.read_csv(out / "embedding.csv") if (out / "embedding.csv").exists() else pd.DataFrame()
@@ -182,7 +181,7 @@ def outcome_grid(results: pd.DataFrame) -> str:
     match, each cell marked kept, removed (attack succeeded) or broken (removed, but accuracy fell > 5 points)."""
     import matplotlib.pyplot as plt
 
-    from ..bench.report import _png
+    from ..bench.report import png
 
     r = results[results["kind"] == "attack"].copy()
     r["label"] = np.where(r["detected"], "kept", np.where(r["succeeded"], "REMOVED", "broken"))
@@ -198,14 +197,14 @@ def outcome_grid(results: pd.DataFrame) -> str:
     for (i, j), v in np.ndenumerate(ev.to_numpy(float)):
         ax.text(j, i, f"{'-' if np.isnan(v) else f'{v:.2f}'}\n{label.iat[i, j]}", ha="center", va="center", fontsize=7)
     fig.colorbar(im, ax=ax, fraction=0.03, label="key match rate (bits for uchida)")
-    return _png(fig)
+    return png(fig)
 
 
 def drop_vs_evidence(results: pd.DataFrame) -> str:
     """Each attack as a point: accuracy drop against watermark p-value; the WRT success region shaded."""
     import matplotlib.pyplot as plt
 
-    from ..bench.report import _png
+    from ..bench.report import png
 
     r = results[(results["kind"] == "attack") & (results["attack"] != "none")]
     fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
@@ -219,7 +218,7 @@ def drop_vs_evidence(results: pd.DataFrame) -> str:
     ax.set_ylabel("watermark p-value (clipped at 1e-30)")
     ax.set_title("an attack succeeds in the shaded band above the dashed line (p > alpha)", fontsize=10)
     ax.legend(fontsize=7)
-    return _png(fig)
+    return png(fig)
 
 
 def report(out: str | Path, path: str | Path | None = None) -> Path:

@@ -178,6 +178,10 @@ class FrontierStitching(Watermark):
         span, low, high = float(x.max() - x.min()) or 1.0, float(x.min()), float(x.max())
         need_true = self.size // 2
         eps, true, false = self.eps, [], []
+
+        def enough() -> bool:
+            return len(true) >= need_true and len(false) >= self.size - need_true
+
         for _ in range(8):  # a robust model needs a larger step to flip some inputs, a fragile one a smaller
             for i in range(0, len(x), 256):
                 idx = order[i : i + 256]
@@ -187,11 +191,11 @@ class FrontierStitching(Watermark):
                 adv = (xb + eps * span * grad.sign()).clamp(low, high).detach()
                 with torch.no_grad():
                     right, flipped = logits.argmax(1) == yb, model(adv).argmax(1) != yb
-                true += [(a, t) for a, t in zip(adv[right & flipped].cpu(), yb[right & flipped].cpu(), strict=True)]
-                false += [(a, t) for a, t in zip(adv[right & ~flipped].cpu(), yb[right & ~flipped].cpu(), strict=True)]
-                if len(true) >= need_true and len(false) >= self.size - need_true:
+                true += list(zip(adv[right & flipped].cpu(), yb[right & flipped].cpu(), strict=True))
+                false += list(zip(adv[right & ~flipped].cpu(), yb[right & ~flipped].cpu(), strict=True))
+                if enough():
                     break
-            if len(true) >= need_true and len(false) >= self.size - need_true:
+            if enough():
                 break
             eps = min(eps * 1.5, 1.0) if len(true) < need_true else eps / 1.5
         chosen = true[:need_true] + false[: self.size - min(len(true), need_true)]
