@@ -116,6 +116,17 @@ class Strictest(Null):
         return max(n.threshold(alpha) for n in self.nulls)
 
 
+def rate_null(clean_rates, n: int) -> Strictest:
+    """The null of a success rate over ``n`` trials whose per-trial chance is only known from clean models'
+    rates. Two sources of chance: within a model each trial succeeds with the probability of the clean model
+    that succeeded most (Laplace-smoothed, so honest even when no clean model ever did); between models the
+    rate itself varies (a key speaks to some architectures more than others), which the t-tail over the clean
+    rates covers. The larger p-value holds."""
+    rates = np.asarray(clean_rates, dtype=np.float64)
+    k = np.round(rates * n)
+    return Strictest((BinomialNull(n, float(((k + 1) / (n + 2)).max())), EmpiricalNull(rates)))
+
+
 def check_alpha(alpha: float) -> None:
     if not 0 < alpha < 1:
         raise ConfigError(f"a false-positive rate must be in (0, 1), got {alpha}")

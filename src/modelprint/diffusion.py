@@ -4,11 +4,16 @@ diffusers folders (``save_pretrained``: a JSON config and safetensors weights)."
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from functools import cache
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
 
 from . import data
 from .errors import ConfigError, ModelFileError
@@ -52,14 +57,20 @@ def make_unet(channels: Sequence[int] = (32, 64, 64), layers_per_block: int = 1,
         )
 
 
-def denoising_loss(unet, x: torch.Tensor, gen: torch.Generator, scheduler=None) -> torch.Tensor:
-    """DDPM's objective: the MSE between the noise added at a random timestep and the UNet's prediction."""
+def noisy(x: torch.Tensor, gen: torch.Generator, scheduler=None):
+    """DDPM's forward process at random timesteps: ``(x_t, noise, t)``."""
     from diffusers import DDPMScheduler
 
     scheduler = scheduler or DDPMScheduler(num_train_timesteps=TIMESTEPS)
     noise = torch.randn(x.shape, generator=gen).to(x.device)
     t = torch.randint(0, TIMESTEPS, (len(x),), generator=gen).to(x.device)
-    return F.mse_loss(unet(scheduler.add_noise(x, noise, t), t).sample, noise)
+    return scheduler.add_noise(x, noise, t), noise, t
+
+
+def denoising_loss(unet, x: torch.Tensor, gen: torch.Generator, scheduler=None) -> torch.Tensor:
+    """DDPM's objective: the MSE between the noise added at a random timestep and the UNet's prediction."""
+    x_t, noise, t = noisy(x, gen, scheduler)
+    return F.mse_loss(unet(x_t, t).sample, noise)
 
 
 def train(
@@ -70,10 +81,15 @@ def train(
     lr: float = 2e-3,
     batch_size: int = 64,
     seed: int = 0,
+    params: Iterable[nn.Parameter] | None = None,
+    schedule: str = "one-cycle",
     device: str = "cpu",
     progress: Callable[[int, float], None] | None = None,
 ) -> list[float]:
-    """Train (or fine-tune) ``unet`` in place for ``steps`` Adam steps; returns the loss of every step."""
+    """Train (or fine-tune) ``unet`` in place for ``steps`` AdamW steps; returns the loss of every step.
+    ``params`` restricts the update to those parameters (a fine-tune of a few blocks, or LoRA factors);
+    ``schedule`` is "one-cycle" or "constant" (diffusers' fine-tuning default: any prefix of the run is itself
+    a shorter fine-tune, so one run can be checked at several lengths through ``progress``)."""
     from diffusers import DDPMScheduler
 
     if steps < 1:
@@ -81,8 +97,14 @@ def train(
     gen = torch.Generator().manual_seed(seed)
     scheduler = DDPMScheduler(num_train_timesteps=TIMESTEPS)
     unet.to(device).train()
-    opt = torch.optim.AdamW(unet.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    params = [p for p in (unet.parameters() if params is None else params) if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+    if schedule == "one-cycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    elif schedule == "constant":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    else:
+        raise ConfigError(f"schedule must be one-cycle or constant, got {schedule!r}")
     losses = []
     for step in range(steps):
         idx = torch.randint(0, len(x), (min(batch_size, len(x)),), generator=gen)
@@ -91,21 +113,27 @@ def train(
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if progress:
             progress(step + 1, losses[-1])
     unet.eval()
     return losses
 
 
-@torch.no_grad()
 def sample(unet, n: int, *, steps: int = 50, seed: int = 0, device: str = "cpu") -> torch.Tensor:
     """``n`` images from pure noise with deterministic DDIM (eta 0), in [-1, 1]."""
+    shape = (n, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+    return denoise(unet, torch.randn(shape, generator=torch.Generator().manual_seed(seed)), steps=steps, device=device)
+
+
+@torch.no_grad()
+def denoise(unet, noise: torch.Tensor, *, steps: int = 50, device: str = "cpu") -> torch.Tensor:
+    """The images deterministic DDIM (eta 0) generates from the initial noise ``noise``, in [-1, 1]."""
     from diffusers import DDIMScheduler
 
     scheduler = DDIMScheduler(num_train_timesteps=TIMESTEPS)
     scheduler.set_timesteps(steps)
-    x = torch.randn((n, 1, SIZE, SIZE), generator=torch.Generator().manual_seed(seed)).to(device)
+    x = noise.to(device)
     unet.to(device).eval()
     for t in scheduler.timesteps:
         x = scheduler.step(unet(x, t).sample, t, x).prev_sample
@@ -132,3 +160,97 @@ def load(path: str | Path, device: str = "cpu"):
     except (OSError, ValueError, RuntimeError) as e:
         raise ModelFileError(f"{path}: cannot load the UNet ({e})") from None
     return unet.to(device).eval()
+
+
+class LowRank(nn.Module):
+    """A LoRA update (Hu et al. 2021) as a weight parametrization: W + (alpha/r) B A, with B zero at the start
+    so the model is unchanged until trained. Works for Linear and ConvNd weights (A spans the flattened
+    fan-in)."""
+
+    def __init__(self, weight: torch.Tensor, rank: int, alpha: float, gen: torch.Generator):
+        super().__init__()
+        fan_in = weight[0].numel()
+        self.shape, self.scale = weight.shape, alpha / rank
+        self.a = nn.Parameter(torch.randn(rank, fan_in, generator=gen) / fan_in**0.5)
+        self.b = nn.Parameter(torch.zeros(weight.shape[0], rank))
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w + self.scale * (self.b @ self.a).view(self.shape).to(w.dtype)
+
+
+def add_lora(unet: nn.Module, rank: int = 4, alpha: float | None = None, seed: int = 0) -> list[nn.Parameter]:
+    """Low-rank adapters on every Linear and Conv2d weight with more than ``rank`` outputs; the original
+    weights are frozen. Returns the adapter parameters to train; ``merge_lora`` folds them in."""
+    if rank < 1:
+        raise ConfigError(f"LoRA rank must be positive, got {rank}")
+    gen = torch.Generator().manual_seed(seed)
+    for p in unet.parameters():
+        p.requires_grad_(False)
+    params = []
+    for module in list(unet.modules()):
+        if isinstance(module, nn.Linear | nn.Conv2d) and module.weight.shape[0] > rank:
+            lora = LowRank(module.weight, rank, float(alpha or rank), gen).to(module.weight.device)
+            parametrize.register_parametrization(module, "weight", lora)
+            params += [lora.a, lora.b]
+    return params
+
+
+def merge_lora(unet: nn.Module) -> nn.Module:
+    """Fold the adapters into plain weights (the model a LoRA fine-tuner would ship) and unfreeze."""
+    for module in list(unet.modules()):
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    for p in unet.parameters():
+        p.requires_grad_(True)
+    return unet
+
+
+@cache
+def _judge() -> nn.Module:
+    """A small digits classifier (8x8 inputs), trained once per process, that scores generated samples."""
+    from .lineage.train import fit
+    from .nets import make_net
+
+    ds = data.load("digits", "train")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = make_net("cnn", (1, 8, 8), 10)
+    with torch.enable_grad():  # callers may be under no_grad
+        return fit(net, ds.x.float(), ds.y, epochs=30, lr=0.003, seed=0).eval()
+
+
+def _judged(images: torch.Tensor) -> torch.Tensor:
+    if images.ndim != 4 or images.shape[1] != 1:
+        raise ConfigError(f"the quality proxy scores 1-channel image batches, got shape {tuple(images.shape)}")
+    return F.adaptive_avg_pool2d((images.float().cpu() + 1) / 2, 8)  # back to the classifier's 8x8 in [0, 1]
+
+
+@torch.no_grad()
+def confidence(images: torch.Tensor) -> float:
+    """The mean top-class probability a digits classifier gives to samples in [-1, 1] (downsampled to 8x8)."""
+    return float(F.softmax(_judge()(_judged(images)), 1).amax(1).mean())
+
+
+@torch.no_grad()
+def frechet(images: torch.Tensor) -> float:
+    """FID with a small feature extractor: the Frechet distance between Gaussians fitted to the digits
+    classifier's penultimate features of ``images`` and of the held-out digits (0 for the same distribution;
+    compare values at the same sample count, as the estimate is biased upwards for small sets)."""
+    from scipy import linalg
+
+    features = _judge()[:-1]
+    a = features(_judged(images)).double().numpy()
+    b = features(_judged(images_cache("test"))).double().numpy()
+    if len(a) < 2:
+        raise ConfigError("the Frechet distance needs at least 2 images")
+    ridge = 1e-6 * np.eye(a.shape[1])  # ReLU features include dead units: keep the covariances invertible
+    ca, cb = np.cov(a, rowvar=False) + ridge, np.cov(b, rowvar=False) + ridge
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        root = linalg.sqrtm(ca @ cb).real
+    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(ca + cb - 2 * root))
+
+
+@cache
+def images_cache(split: str) -> torch.Tensor:
+    return images(split)

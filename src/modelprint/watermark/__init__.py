@@ -18,7 +18,7 @@ from torch import nn
 from .. import __version__, container
 from .. import data as datasets
 from ..access import Model, WhiteBox, as_model
-from ..decide import BinomialNull, EmpiricalNull, Null, Strictest, check_alpha, decide
+from ..decide import BinomialNull, Null, check_alpha, decide, rate_null
 from ..digest import module_digest
 from ..errors import ConfigError, FileFormatError
 from ..lineage.expr import parse_steps
@@ -73,14 +73,7 @@ class Key:
         n = len(self.labels)
         if (chance := self.scheme.chance(self.num_classes)) is not None:
             return BinomialNull(n, chance)
-        if self.null_scores is None:
-            return None
-        # Two sources of chance. Within a model, each key input is a trial, matched with the probability of the
-        # clean model that matched most (Laplace-smoothed: honest even when no clean model ever matched).
-        # Between models, the match rate itself varies (a natural-content key speaks to some architectures
-        # more than others), which the t-tail over the clean models' rates covers. The larger p-value holds.
-        k = np.round(np.asarray(self.null_scores) * n)
-        return Strictest((BinomialNull(n, float(((k + 1) / (n + 2)).max())), EmpiricalNull(self.null_scores)))
+        return None if self.null_scores is None else rate_null(self.null_scores, n)
 
     def match_rate(self, suspect: Model) -> float:
         """The fraction of the key the suspect answers as the marked model does."""
