@@ -16,6 +16,7 @@ from .fingerprint import (  # noqa: E402
 )
 from .io import load_model, save_model  # noqa: E402
 from .nets import make_net  # noqa: E402
+from .remote import RemoteModel  # noqa: E402
 from .verdict import Verdict  # noqa: E402
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "Fingerprint",
     "Model",
     "ModelprintError",
+    "RemoteModel",
     "Verdict",
     "WhiteBox",
     "__version__",

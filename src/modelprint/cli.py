@@ -389,7 +389,14 @@ def calibrate_cmd(
 @app.command("verify")
 def verify_cmd(
     fingerprint: Annotated[Path, typer.Argument(help="The (calibrated) fingerprint file.")],
-    suspect: Annotated[str, typer.Argument(help="The suspect: a model file or folder, or a lineage expression.")],
+    suspect: Annotated[
+        str | None, typer.Argument(help="The suspect: a model file or folder, or a lineage expression.")
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option("--url", help="Query a suspect served over the Open Inference Protocol instead.")
+    ] = None,
+    model_name: Annotated[str, typer.Option("--model-name", help="The served model's name (with --url).")] = "model",
+    output: Annotated[str, typer.Option("--output", help="What the endpoint answers: labels or probs.")] = "labels",
     sequential: Annotated[bool, typer.Option("--sequential", help="Stop as soon as the evidence is decisive.")] = False,
     alpha: Annotated[
         float | None, typer.Option("--alpha", help="FPR to decide at (default: the calibration's).")
@@ -401,14 +408,68 @@ def verify_cmd(
     cache: CacheOpt = None,
     device: DeviceOpt = "cpu",
 ) -> None:
-    """Is SUSPECT derived from the fingerprint's owner? Exit code 0: related, 1: not related, 2: error."""
+    """Is SUSPECT (or the model at --url) derived from the fingerprint's owner? Exit code 0: related, 1: not
+    related, 2: error."""
     from .fingerprint import Fingerprint, verify
 
+    if (suspect is None) == (url is None):
+        raise ConfigError("give either a SUSPECT or --url (with --model-name)")
     fp = Fingerprint.load(fingerprint)
-    v = verify(
-        fp, suspect, alpha=alpha, sequential=sequential, delta=delta, cache_dir=cache, device=check_device(device)
-    )
+    if url is not None:
+        from .remote import RemoteModel
+
+        with err_console.status(f"querying {url}"), RemoteModel(url, model_name, output) as remote:  # type: ignore[arg-type]
+            v = verify(fp, remote, alpha=alpha, sequential=sequential, delta=delta)
+        suspect = f"{url} ({model_name})"
+    else:
+        v = verify(
+            fp, suspect, alpha=alpha, sequential=sequential, delta=delta, cache_dir=cache, device=check_device(device)
+        )
     show_verdict(v, f"{suspect} vs {fingerprint}", as_json)
+
+
+@app.command("serve")
+def serve_cmd(
+    model: ModelArg,
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on (0.0.0.0 for all).")] = "127.0.0.1",
+    name: Annotated[str, typer.Option("--name", help="The model's name in the URL.")] = "model",
+    output: Annotated[str, typer.Option("--output", help="Answer labels or probs.")] = "labels",
+    limit: Annotated[int | None, typer.Option("--limit", help="Queries allowed per client.")] = None,
+    input_shape: Annotated[
+        str | None, typer.Option("--input-shape", help="e.g. 1,8,8, for files that do not record it.")
+    ] = None,
+    adaptive: Annotated[
+        str | None,
+        typer.Option("--adaptive", help="Answer queries unlike this dataset's train split at random (a defence)."),
+    ] = None,
+    adaptive_fpr: Annotated[
+        float, typer.Option("--adaptive-fpr", help="Share of genuine inputs the defence may flag.")
+    ] = 0.05,
+    cache: CacheOpt = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Serve MODEL over the Open Inference Protocol (KServe V2 REST); access log as JSON lines on stderr."""
+    import logging
+
+    import uvicorn
+
+    from .access import WhiteBox
+    from .lineage import resolve
+    from .serve import create_app
+
+    device = check_device(device)
+    shape = _ints(input_shape, "--input-shape") if input_shape else None
+    served = WhiteBox(resolve(model, cache_dir=cache, device=device), input_shape=shape, device=device)
+    if adaptive:
+        from . import data
+        from .adaptive import Adaptive
+
+        served = Adaptive(served, data.load(adaptive, "train").x, fpr=adaptive_fpr)
+    app_ = create_app(served, name, output, limit=limit)  # type: ignore[arg-type]
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    console.print(f"serving {model} as {name} on http://{host}:{port}/v2/models/{name} (Ctrl-C stops)")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
 def _plain(x) -> str:
@@ -768,8 +829,7 @@ def diffusion_train(
     from . import diffusion
 
     device = check_device(device)
-    picked = None if classes == "all" else _ints(classes, "--classes")
-    x = diffusion.images("train", picked)
+    x = diffusion.images("train", _classes(classes))
     unet = diffusion.load(init, device) if init else diffusion.make_unet(seed=seed)
     with Progress(*PROGRESS_COLUMNS, console=err_console, transient=True) as bar:
         task = bar.add_task("training", total=steps)
@@ -786,6 +846,109 @@ def diffusion_train(
 
     plt.imsave(out / "samples.png", grid.reshape(4, 4, 16, 16).permute(0, 2, 1, 3).reshape(64, 64).numpy(), cmap="gray")
     console.print(f"wrote {out} (final loss {sum(losses[-50:]) / len(losses[-50:]):.4f}) and {out / 'samples.png'}")
+
+
+def _classes(text: str) -> list[int] | None:
+    return None if text == "all" else _ints(text, "--classes")
+
+
+@diffusion_app.command("profile")
+def diffusion_profile(
+    model: Annotated[Path, typer.Argument(help="A diffusers UNet folder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the bar chart (PNG).")] = Path("profile.png"),
+    classes: Annotated[str, typer.Option("--classes", help="Digits the copy is fine-tuned on.")] = "0,1,2,3,4",
+    steps: Annotated[int, typer.Option("--steps", help="Fine-tuning steps.")] = 150,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Busy and lazy blocks: fine-tune a copy and measure how far each block's weights and features move."""
+    from . import diffusion
+    from .watermark import aiao
+
+    device = check_device(device)
+    unet = diffusion.load(model, device)
+    with Progress(*PROGRESS_COLUMNS, console=err_console, transient=True) as bar:
+        task = bar.add_task("fine-tuning a copy", total=steps)
+        prof = aiao.profile(unet, diffusion.images("train", _classes(classes)), steps=steps, device=device,
+                            progress=lambda i, _: bar.update(task, completed=i))  # fmt: skip
+    table = Table("block", "weights", "features", "")
+    for r in prof.rows():
+        lazy = "lazy" if r["lazy"] else ""
+        table.add_row(r["block"], f"{r['weight_change']:.4f}", f"{r['feature_change']:.4f}", lazy)
+    console.print(table)
+    console.print(f"wrote {prof.plot(out)}; lazy blocks for aiao: {'+'.join(prof.lazy())}")
+
+
+@diffusion_app.command("embed")
+def diffusion_embed(
+    model: Annotated[Path, typer.Argument(help="A diffusers UNet folder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the watermarked UNet.")],
+    key_path: Annotated[Path, typer.Option("--key", help="Where to write the secret key.")],
+    scheme: Annotated[
+        str, typer.Option("--scheme", "-s", help="aiao (lazy blocks profiled first), aiao(blocks=...), trigger-noise.")
+    ] = "aiao",
+    steps: Annotated[int, typer.Option("--steps", help="Embedding steps.")] = 300,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 1e-3,
+    key_seed: Annotated[int, typer.Option("--key-seed", help="Seed of the key.")] = 0,
+    profile_classes: Annotated[
+        str, typer.Option("--profile-classes", help="Digits the lazy-block profile fine-tunes on (aiao).")
+    ] = "0,1,2,3,4",
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Plant a diffusion watermark in MODEL (trained on digits); write the marked UNet and the key."""
+    from . import diffusion
+    from .watermark import aiao
+
+    spec = aiao.make_scheme(scheme)  # fail on a typo before any training
+    device = check_device(device)
+    unet = diffusion.load(model, device)
+    if isinstance(spec, aiao.AIAO) and not spec.blocks:
+        with err_console.status("profiling busy and lazy blocks"):
+            lazy = aiao.profile(unet, diffusion.images("train", _classes(profile_classes)), device=device).lazy()
+        spec = aiao.AIAO("+".join(lazy), spec.mask, spec.strength, spec.rows)
+    with Progress(*PROGRESS_COLUMNS, console=err_console, transient=True) as bar:
+        task = bar.add_task("embedding", total=steps)
+        marked, key = aiao.embed(
+            unet, spec, diffusion.images("train"), key_seed, steps=steps, lr=lr, device=device,
+            progress=lambda i, loss: bar.update(task, completed=i, description=f"embedding (mark loss {loss:.3f})"),
+        )  # fmt: skip
+    diffusion.save(marked, out)
+    key.save(key_path)
+    console.print(f"wrote {out} and {key_path} ({key.scheme.spec()}); calibrate the key on clean UNets next")
+
+
+@diffusion_app.command("calibrate")
+def diffusion_calibrate(
+    key_path: Annotated[Path, typer.Argument(help="The diffusion watermark key.")],
+    clean: Annotated[list[Path], typer.Option("--null", "-n", help="A clean UNet folder (repeat, 2 or more).")],
+    trials: Annotated[int, typer.Option("--trials", help="Monte Carlo trials per model.")] = 64,
+    fpr: Annotated[float, typer.Option("--fpr", help="Target false-positive rate.")] = 0.01,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Set the per-trial threshold and the clean success rates from UNets known not to carry the mark."""
+    from .watermark import aiao
+
+    key = aiao.calibrate(aiao.DiffusionKey.load(key_path), clean, trials=trials, target_fpr=fpr,
+                         device=check_device(device))  # fmt: skip
+    key.save(key_path)
+    rates = ", ".join(f"{r:.3f}" for r in key.null_rates)
+    console.print(f"calibrated {key_path}: trial threshold {key.threshold:.4f}, clean rates {rates}")
+
+
+@diffusion_app.command("verify")
+def diffusion_verify(
+    key_path: Annotated[Path, typer.Argument(help="The diffusion watermark key.")],
+    suspect: Annotated[Path, typer.Argument(help="The suspect UNet (diffusers folder, safetensors weights).")],
+    trials: Annotated[int | None, typer.Option("--trials", help="Monte Carlo trials (default: the key's).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the sampled trials.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Does SUSPECT carry the watermark? Exit code 0: yes, 1: no, 2: error."""
+    from .watermark import aiao
+
+    key = aiao.DiffusionKey.load(key_path)
+    v = aiao.verify(key, suspect, trials=trials, seed=seed, device=check_device(device))
+    show_verdict(v, f"{suspect} vs {key_path}", as_json)
 
 
 def write_csv(rows: list[dict], path: Path) -> None:

@@ -1,0 +1,172 @@
+"""Serve any model modelprint can load over the Open Inference Protocol (KServe V2 REST), with FastAPI: for owners
+testing their verification pipeline, and for researchers simulating a victim's API.
+
+Per-client query limits (the client is the ``x-client-id`` header, else the peer address) answer 429 once spent;
+a request whose id was already answered for that client is answered again from memory and not counted twice;
+every request is logged as one JSON line on the ``modelprint.serve`` logger.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from typing import Literal
+
+import numpy as np
+import torch
+from fastapi import FastAPI, Request  # at module level: FastAPI reads the handlers' annotations from here
+from fastapi.responses import JSONResponse
+from torch import nn
+
+from . import __version__
+from .access import Model, as_model
+from .errors import ConfigError, ModelprintError
+
+log = logging.getLogger("modelprint.serve")
+FLOATS = {"FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
+REMEMBERED = 4096  # answered request ids kept per server, for retries
+
+
+def create_app(
+    model: Model | nn.Module,
+    name: str = "model",
+    output: Literal["labels", "probs"] = "labels",
+    *,
+    limit: int | None = None,
+    max_batch: int = 1024,
+):
+    """A FastAPI app serving ``model`` (whose input shape must be known) as ``name``, answering ``output``."""
+
+    if output not in ("labels", "probs"):
+        raise ConfigError(f"--output must be labels or probs, got {output!r}")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"the per-client limit must be positive, got {limit}")
+    model = as_model(model)
+    shape = list(model.input_shape)
+    classes = model.num_classes if output == "probs" else None
+    used: dict[str, int] = {}
+    answered: OrderedDict[tuple[str, str], dict] = OrderedDict()
+    app = FastAPI(title=f"modelprint serve: {name}", version=__version__)
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.get("/v2")
+    def server_metadata():
+        return {"name": "modelprint", "version": __version__, "extensions": []}
+
+    @app.get("/v2/health/live")
+    @app.get("/v2/health/ready")
+    def health():
+        return {}
+
+    @app.get("/v2/models/{model_name}")
+    def metadata(model_name: str):
+        if model_name != name:
+            return error(404, f"no model named {model_name!r}; this server has {name!r}")
+        out_shape = [-1, classes] if output == "probs" else [-1]
+        return {
+            "name": name, "versions": ["1"], "platform": "pytorch",
+            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, *shape]}],
+            "outputs": [{"name": "output", "datatype": "FP32" if output == "probs" else "INT64", "shape": out_shape}],
+        }  # fmt: skip
+
+    @app.get("/v2/models/{model_name}/ready")
+    def model_ready(model_name: str):
+        return {} if model_name == name else error(404, f"no model named {model_name!r}")
+
+    @app.post("/v2/models/{model_name}/infer")
+    async def infer(model_name: str, request: Request):
+        start, client = time.perf_counter(), request.headers.get("x-client-id") or _peer(request)
+        rows, status, request_id = 0, 200, None
+        try:
+            if model_name != name:
+                status = 404
+                return error(404, f"no model named {model_name!r}")
+            try:
+                body = json.loads(await request.body())
+            except ValueError:
+                status = 400
+                return error(400, "request body is not JSON")
+            request_id = body.get("id") if isinstance(body, dict) else None
+            if isinstance(request_id, str) and (client, request_id) in answered:
+                return answered[(client, request_id)]  # a retry of an answered request: not counted again
+            try:
+                x = _decode(body, shape, max_batch)
+            except ValueError as e:
+                status = 400
+                return error(400, str(e))
+            rows = len(x)
+            if limit is not None and used.get(client, 0) + rows > limit:
+                status = 429
+                return error(429, f"query limit of {limit} per client reached ({used.get(client, 0)} used)")
+            try:
+                out = model.labels(x) if output == "labels" else model.probs(x)
+            except ModelprintError as e:
+                status = 500
+                return error(500, f"the model failed: {e}")
+            used[client] = used.get(client, 0) + rows
+            data = out.detach().cpu()
+            answer = {
+                "model_name": name, "model_version": "1", **({"id": request_id} if request_id else {}),
+                "outputs": [{"name": "output", "shape": list(data.shape),
+                             "datatype": "INT64" if output == "labels" else "FP32", "data": data.flatten().tolist()}],
+            }  # fmt: skip
+            if isinstance(request_id, str):
+                answered[(client, request_id)] = answer
+                while len(answered) > REMEMBERED:
+                    answered.popitem(last=False)
+            return answer
+        finally:
+            log.info(json.dumps({"time": time.time(), "client": client, "model": model_name, "id": request_id,
+                                 "rows": rows, "status": status,
+                                 "ms": round(1000 * (time.perf_counter() - start), 2)}))  # fmt: skip
+
+    return app
+
+
+def _peer(request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _decode(body, shape: list[int], max_batch: int) -> torch.Tensor:
+    """The input batch of a V2 infer request; ValueError says what is wrong with it."""
+    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or len(body["inputs"]) != 1:
+        raise ValueError("request must be an object with an 'inputs' list of exactly one tensor")
+    t = body["inputs"][0]
+    if not isinstance(t, dict):
+        raise ValueError("input tensor must be an object")
+    datatype, dims, data = t.get("datatype"), t.get("shape"), t.get("data")
+    if datatype not in FLOATS:
+        raise ValueError(f"input datatype must be FP16, FP32 or FP64, got {datatype!r}")
+    if not isinstance(dims, list) or len(dims) != len(shape) + 1 or list(dims[1:]) != shape:
+        raise ValueError(f"input shape must be [N, {', '.join(map(str, shape))}], got {dims!r}")
+    if not isinstance(dims[0], int) or not 0 < dims[0] <= max_batch:
+        raise ValueError(f"batch size must be 1..{max_batch}, got {dims[0]!r}")
+    if isinstance(data, list) and data and isinstance(data[0], list):  # nested (row-major) form
+        data = _flatten(data)
+    if not isinstance(data, list) or len(data) != int(np.prod(dims)):
+        raise ValueError(f"input data must hold {int(np.prod(dims))} numbers")
+    try:
+        values = np.asarray(data, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("input data holds non-numeric values") from None
+    if not np.isfinite(values).all():
+        raise ValueError("input data holds NaN or infinite values")
+    return torch.from_numpy(values.astype(FLOATS[datatype]).astype(np.float32).reshape(dims))
+
+
+def _flatten(data: list) -> list:
+    out = []
+    stack = [iter(data)]
+    while stack:
+        for v in stack[-1]:
+            if isinstance(v, list):
+                stack.append(iter(v))
+                break
+            out.append(v)
+        else:
+            stack.pop()
+    return out
