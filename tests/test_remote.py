@@ -93,7 +93,7 @@ def stdlib_server(script: Script):
             elif fault == "429":
                 self.send(429, {"error": "slow down"}, headers=[("retry-after", "0")])
             elif fault == "slow":
-                time.sleep(1.0)
+                time.sleep(2.5)
                 self.send(200, good)
             elif fault == "html":
                 self.send(200, b"<html><body>502 Bad Gateway</body></html>", "text/html")
@@ -122,7 +122,7 @@ def independent():
 
 
 def remote(url, **kw):
-    return RemoteModel(url, "m", "labels", backoff=0.01, timeout=0.5, **kw)
+    return RemoteModel(url, "m", "labels", backoff=0.01, timeout=1.5, **kw)  # well under "slow", well over a reply
 
 
 def test_client_reads_metadata_and_labels_from_an_independent_server(independent):
