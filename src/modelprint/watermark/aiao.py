@@ -101,11 +101,12 @@ def blocks(unet) -> list[str]:
     names = [n for n, _ in unet.named_modules() if BLOCK.match(n)]
     if len(names) < 2:
         raise ConfigError(f"{type(unet).__name__} has fewer than 2 diffusers UNet blocks to run subpaths between")
-    size, channels = unet.config.sample_size, unet.config.in_channels
-    size = size if isinstance(size, int) else size[0]
+    size = unet.config.sample_size
+    height, width = (size, size) if isinstance(size, int) else size
     with torch.no_grad():
         device = next(unet.parameters()).device
-        x, t = torch.zeros(1, channels, size, size, device=device), torch.ones(1, dtype=torch.long, device=device)
+        x = torch.zeros(1, unet.config.in_channels, height, width, device=device)
+        t = torch.ones(1, dtype=torch.long, device=device)
         _, out = _forward(unet, x, t, keep=names)
     return list(out)
 
