@@ -132,6 +132,7 @@ def test_client_reads_metadata_and_labels_from_an_independent_server(independent
     x = torch.randn(10, 3, generator=torch.Generator().manual_seed(0))
     assert torch.equal(m.labels(x), (x.sum(1) > 0).long())
     assert m.queries == 10 and script.infer_requests == 3  # batches of 4, 4, 2
+    assert m.labels(torch.empty(0, 3)).shape == (0,) and script.infer_requests == 3  # nothing to send
     assert len(set(script.ids)) == 3
 
 

@@ -171,11 +171,13 @@ class RemoteModel(Model):
             raise BudgetExceededError(
                 f"{self!r}: {len(x)} more queries would exceed the budget of {self.budget} ({self.queries} spent)"
             )
+        if not len(x):  # nothing to ask (torch splits an empty batch into one empty chunk)
+            return torch.empty(0, dtype=torch.long) if self.output == "labels" else torch.empty(0, self.num_classes)
         answers = []
         for batch in x.split(self.batch_size):
             answers.append(self._check_outputs(self._outputs(batch), len(batch)))
             self.queries += len(batch)  # answered and valid: counted once, whatever retries it took
-        return torch.cat(answers) if answers else self._check_outputs(self._outputs(x), 0)
+        return torch.cat(answers)
 
 
 def _json(r, url: str) -> dict:
