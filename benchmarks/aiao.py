@@ -63,8 +63,7 @@ def attack(marked, kind: str, lengths, key, prof, lr: float, device: str) -> lis
     if kind == "full":
         params, rate = None, lr
     elif kind == "busy":
-        modules = dict(unet.named_modules())
-        params, rate = [p for b in prof.busy(3) for p in modules[b].parameters()], lr
+        params, rate = [p for b in prof.busy(3) for p in unet.get_submodule(b).parameters()], lr
     elif kind == "lora":
         params, rate = diffusion.add_lora(unet, rank=4), 10 * lr  # LoRA is usually run at a 10x larger rate
     else:

@@ -10,20 +10,16 @@ verification at budget 100 both ways.
 from __future__ import annotations
 
 import argparse
-import socket
-import threading
 import time
 from pathlib import Path
 
 import torch
-import uvicorn
 
-from modelprint import data
+from modelprint import data, serve
 from modelprint.access import WhiteBox
 from modelprint.fingerprint import calibrate, extract, verify
 from modelprint.lineage import build_node
 from modelprint.remote import RemoteModel
-from modelprint.serve import create_app
 
 
 def per_query(model, x: torch.Tensor, batch: int, repeats: int) -> float:
@@ -44,14 +40,8 @@ def main() -> None:
     torch.set_num_threads(1)  # leave a core to the server
     owner = build_node("train(cnn,digits,0)", cache_dir=args.cache).module
     direct = WhiteBox(owner, input_shape=(1, 8, 8))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(direct, "owner"), port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.02)
-    remote = RemoteModel(f"http://127.0.0.1:{port}", "owner", batch_size=64)
+    url, stop = serve.start(serve.create_app(direct, "owner"))
+    remote = RemoteModel(url, "owner", batch_size=64)
     x = data.load("digits", "test").x[:256].float()
 
     print("time per query, ms        in-process    HTTP (localhost)    overhead")
@@ -66,7 +56,7 @@ def main() -> None:
         start = time.perf_counter()
         v = verify(fp, suspect)
         print(f"verify at budget 100, {name:10}: {time.perf_counter() - start:.3f} s ({v.summary()})")
-    server.should_exit = True
+    stop()
 
 
 if __name__ == "__main__":

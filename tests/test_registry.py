@@ -126,3 +126,13 @@ def test_cli_add_list_search(zoo_cache, owner_fp, tmp_path):
     assert r.exit_code == 0 and "owner" in r.output and "vision" in r.output
     r = runner.invoke(app, ["registry", "search", f"{OWNER}->finetune(1)", "--json", *db])
     assert r.exit_code == 0 and '"name": "owner"' in r.output and '"related": true' in r.output, r.output
+
+
+def test_replaced_signature_reaches_the_index(tmp_path):
+    registry = Registry(tmp_path / "r.db")
+    a, b = np.zeros(96, np.float32), np.full(96, 5.0, np.float32)
+    first = registry.add("x", signature=a)
+    registry.add("y", signature=a + 1)
+    assert registry.nearest(a, 1) == [(first, 0.0)]  # the index is built here
+    registry.add("x", signature=b)  # same count, same ids: only the signature changed
+    assert registry.nearest(b, 1) == [(first, 0.0)]

@@ -17,7 +17,7 @@ from modelprint import data
 from modelprint.access import WhiteBox
 from modelprint.errors import BudgetExceededError, ConfigError
 from modelprint.remote import RemoteError, RemoteModel
-from modelprint.serve import create_app
+from modelprint.serve import create_app, start
 
 
 def free_port() -> int:
@@ -29,22 +29,15 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def served(source):
     """The project's server on localhost, serving the session's source model (labels, and probs as 'soft')."""
-    import uvicorn
     from fastapi import FastAPI
 
     owner = WhiteBox(source.module, input_shape=(1, 8, 8))
     app = FastAPI()
     app.mount("/labels", create_app(owner, "owner", "labels", limit=5000))
     app.mount("/probs", create_app(owner, "owner", "probs"))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}", owner
-    server.should_exit = True
-    thread.join(5)
+    url, stop = start(app)
+    yield url, owner
+    stop()
 
 
 class Script:

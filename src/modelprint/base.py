@@ -100,6 +100,13 @@ class Registry(Generic[T]):
         except TypeError as e:
             raise ConfigError(f"bad arguments for {self.kind} {name!r}: {e}") from None
 
+    def from_spec(self, spec: str) -> T:
+        """The object a spec string names: ``"name"`` or ``"name(arg, key=value)"``."""
+        from .lineage.expr import parse_steps  # the one parser of name(args) strings; lazy: lineage imports us
+
+        [(name, args, kwargs)] = parse_steps(spec if "(" in spec else f"{spec}()")
+        return self.make(name, *args, **kwargs)
+
     def names(self, pattern: str = "*") -> list[str]:
         return sorted(n for n in self._items if fnmatch.fnmatch(n, pattern))
 

@@ -238,19 +238,24 @@ def frechet(images: torch.Tensor) -> float:
     compare values at the same sample count, as the estimate is biased upwards for small sets)."""
     from scipy import linalg
 
-    features = _judge()[:-1]
-    a = features(_judged(images)).double().numpy()
-    b = features(_judged(images_cache("test"))).double().numpy()
-    if len(a) < 2:
+    if len(images) < 2:
         raise ConfigError("the Frechet distance needs at least 2 images")
-    ridge = 1e-6 * np.eye(a.shape[1])  # ReLU features include dead units: keep the covariances invertible
-    ca, cb = np.cov(a, rowvar=False) + ridge, np.cov(b, rowvar=False) + ridge
+    mean_a, ca = _feature_gaussian(images)
+    mean_b, cb = _held_out_gaussian()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", linalg.LinAlgWarning)
         root = linalg.sqrtm(ca @ cb).real
-    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(ca + cb - 2 * root))
+    return float(((mean_a - mean_b) ** 2).sum() + np.trace(ca + cb - 2 * root))
+
+
+@torch.no_grad()
+def _feature_gaussian(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of the digits classifier's penultimate features of ``images``."""
+    f = _judge()[:-1](_judged(images)).double().numpy()
+    ridge = 1e-6 * np.eye(f.shape[1])  # ReLU features include dead units: keep the covariance invertible
+    return f.mean(0), np.cov(f, rowvar=False) + ridge
 
 
 @cache
-def images_cache(split: str) -> torch.Tensor:
-    return images(split)
+def _held_out_gaussian() -> tuple[np.ndarray, np.ndarray]:
+    return _feature_gaussian(images("test"))

@@ -13,6 +13,7 @@ entry with fingerprints is a candidate.
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import time
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ class Entry(Base):
     created: Mapped[str] = mapped_column(String(40))
     meta: Mapped[dict] = mapped_column(JSON, default=dict)
     signature: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    revision: Mapped[int] = mapped_column(Integer, default=0)  # counts signature replacements (index staleness)
 
 
 class Print(Base):
@@ -97,7 +99,7 @@ class Registry:
                 if attempt == 9:
                     raise
                 time.sleep(0.05 * (attempt + 1))
-        self._index: tuple[int, object, list[int]] | None = None
+        self._index: tuple[tuple, object, list[int]] | None = None  # (stamp, FAISS index, entry ids)
 
     def _session(self):
         from sqlalchemy.orm import Session
@@ -117,7 +119,7 @@ class Registry:
             from .fingerprint.weights import signature as weight_signature
 
             signature = weight_signature(model)
-        blobs = [(self._read_fingerprint(p), str(p)) for p in fingerprints]
+        blobs = [self._read_fingerprint(p) for p in fingerprints]
         with self._session() as s, s.begin():
             entry = s.scalars(select(Entry).where(Entry.name == name)).one_or_none()
             if entry is None:
@@ -127,9 +129,10 @@ class Registry:
             elif meta:
                 entry.meta = {**entry.meta, **meta}
             if signature is not None:
+                entry.revision = (entry.revision or 0) + (entry.signature is not None)
                 entry.signature = np.asarray(signature, np.float32).tobytes()
             known = set(s.scalars(select(Print.sha256).where(Print.entry_id == entry.id)))
-            for (scheme, digest, blob), _ in blobs:
+            for scheme, digest, blob in blobs:
                 if digest not in known:
                     s.add(Print(entry_id=entry.id, scheme=scheme, sha256=digest, blob=blob))
                     known.add(digest)
@@ -151,21 +154,19 @@ class Registry:
         from sqlalchemy import delete
 
         with self._session() as s, s.begin():
-            ids = list(s.scalars(delete(Entry).where(Entry.name == name).returning(Entry.id)))
-            if ids:
-                s.execute(delete(Print).where(Print.entry_id.in_(ids)))
-        return bool(ids)
+            removed = s.execute(delete(Entry).where(Entry.name == name)).rowcount  # fingerprints cascade
+        return bool(removed)
 
     @staticmethod
     def _read_fingerprint(path) -> tuple[str, str, bytes]:
         """(scheme, sha256, bytes) of a fingerprint file, validated before it is stored."""
-        from .digest import sha256_file
         from .fingerprint import Fingerprint
 
         fp = Fingerprint.load(path)  # raises FileFormatError naming the file
         scheme = getattr(fp, "scheme", None)
         scheme = scheme.spec() if hasattr(scheme, "spec") else str(scheme or "weights")
-        return scheme, sha256_file(path), Path(path).read_bytes()
+        blob = Path(path).read_bytes()
+        return scheme, hashlib.sha256(blob).hexdigest(), blob
 
     # --- reading ---
     def __len__(self) -> int:
@@ -191,8 +192,8 @@ class Registry:
         from sqlalchemy import func, select
 
         with self._session() as s:
-            version = s.execute(select(func.count(Entry.id), func.max(Entry.id))).one()
-            stamp = hash(tuple(version))
+            # inserts, deletes and replaced signatures, by any process, change this
+            stamp = tuple(s.execute(select(func.count(Entry.id), func.max(Entry.id), func.sum(Entry.revision))).one())
             if self._index is not None and self._index[0] == stamp:
                 return self._index[1], self._index[2]
             rows = s.execute(select(Entry.id, Entry.signature).where(Entry.signature.is_not(None))).all()

@@ -23,9 +23,9 @@ from torch import nn
 from . import __version__
 from .access import Model, as_model
 from .errors import ConfigError, ModelprintError
+from .remote import FLOATS  # the protocol's float datatypes, shared with the client
 
 log = logging.getLogger("modelprint.serve")
-FLOATS = {"FP16": np.float16, "FP32": np.float32, "FP64": np.float64}
 REMEMBERED = 4096  # answered request ids kept per server, for retries
 
 
@@ -145,28 +145,38 @@ def _decode(body, shape: list[int], max_batch: int) -> torch.Tensor:
         raise ValueError(f"input shape must be [N, {', '.join(map(str, shape))}], got {dims!r}")
     if not isinstance(dims[0], int) or not 0 < dims[0] <= max_batch:
         raise ValueError(f"batch size must be 1..{max_batch}, got {dims[0]!r}")
-    if isinstance(data, list) and data and isinstance(data[0], list):  # nested (row-major) form
-        data = _flatten(data)
-    if not isinstance(data, list) or len(data) != int(np.prod(dims)):
-        raise ValueError(f"input data must hold {int(np.prod(dims))} numbers")
+    size = int(np.prod(dims))
+    if not isinstance(data, list):
+        raise ValueError(f"input data must be a list of {size} numbers")
     try:
-        values = np.asarray(data, dtype=np.float64)
+        values = np.asarray(data, dtype=np.float64)  # flat, or nested row-major; ragged nesting fails here
     except (TypeError, ValueError):
-        raise ValueError("input data holds non-numeric values") from None
+        raise ValueError("input data holds non-numeric values or ragged lists") from None
+    if values.size != size:
+        raise ValueError(f"input data must hold {size} numbers, got {values.size}")
     if not np.isfinite(values).all():
         raise ValueError("input data holds NaN or infinite values")
     return torch.from_numpy(values.astype(FLOATS[datatype]).astype(np.float32).reshape(dims))
 
 
-def _flatten(data: list) -> list:
-    out = []
-    stack = [iter(data)]
-    while stack:
-        for v in stack[-1]:
-            if isinstance(v, list):
-                stack.append(iter(v))
-                break
-            out.append(v)
-        else:
-            stack.pop()
-    return out
+def start(app, host: str = "127.0.0.1", port: int = 0):
+    """Run ``app`` with uvicorn in a background thread (tests, benchmarks, notebooks); returns its base URL and a
+    function that stops it. ``port=0`` takes a free port."""
+    import threading
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise ConfigError(f"cannot serve on {host}:{port} (in use, or not an address of this machine?)")
+        time.sleep(0.02)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(5)
+
+    return f"http://{host}:{bound}", stop

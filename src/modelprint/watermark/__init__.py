@@ -21,7 +21,6 @@ from ..access import Model, WhiteBox, as_model
 from ..decide import BinomialNull, Null, check_alpha, decide, rate_null
 from ..digest import module_digest
 from ..errors import ConfigError, FileFormatError
-from ..lineage.expr import parse_steps
 from ..lineage.train import fit
 from ..verdict import Verdict
 from .schemes import WATERMARKS, Watermark
@@ -48,8 +47,7 @@ def make_watermark(spec: str | Watermark) -> Watermark:
     """A watermark scheme by spec: ``"trigger-set"``, ``"noise(size=50)"``."""
     if isinstance(spec, Watermark):
         return spec
-    [(name, args, kwargs)] = parse_steps(spec if "(" in spec else f"{spec}()")
-    return WATERMARKS.make(name, *args, **kwargs)
+    return WATERMARKS.from_spec(spec)
 
 
 @dataclass(frozen=True, eq=False)

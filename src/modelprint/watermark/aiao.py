@@ -41,7 +41,6 @@ from ..base import Params, Registry
 from ..decide import check_alpha, decide, rate_null
 from ..digest import module_digest
 from ..errors import AccessError, ConfigError, FileFormatError
-from ..lineage.expr import parse_steps
 from ..verdict import Verdict
 
 __all__ = [
@@ -69,7 +68,6 @@ SIGMAS = 4.0
 def _forward(unet, x_t, t, add: dict[str, Callable] | None = None, keep: Sequence[str] = ()):
     """The UNet's noise prediction, with ``add[block](output)`` added to those blocks' outputs and the outputs of
     ``keep`` blocks returned (in execution order)."""
-    modules = dict(unet.named_modules())
     kept: dict[str, torch.Tensor] = {}
 
     def hook(name):
@@ -87,9 +85,11 @@ def _forward(unet, x_t, t, add: dict[str, Callable] | None = None, keep: Sequenc
     handles = []
     try:
         for name in {*(add or {}), *keep}:
-            if name not in modules:
-                raise AccessError(f"the UNet has no block {name!r} (a different architecture from the marked one?)")
-            handles.append(modules[name].register_forward_hook(hook(name)))
+            try:
+                module = unet.get_submodule(name)
+            except AttributeError:
+                raise AccessError(f"the UNet has no block {name!r} (not the marked architecture?)") from None
+            handles.append(module.register_forward_hook(hook(name)))
         return unet(x_t, t).sample, kept
     finally:
         for h in handles:
@@ -209,6 +209,7 @@ class DiffusionWatermark(Params):
     trial on a suspect."""
 
     weight: float = 1.0
+    material_keys: tuple[str, ...] = ()  # the tensors ``material`` returns, which a key file must hold
 
     def for_unet(self, unet) -> DiffusionWatermark:
         return self
@@ -236,6 +237,8 @@ class AIAO(DiffusionWatermark):
     """Feature-space backdoors on subpaths between ``blocks`` ('+'-separated names; "" = every block; pass
     ``"+".join(profile(...).lazy())``). ``mask``: the fraction of channels trigger and response live in;
     ``strength``: the trigger's size in feature standard deviations; ``rows``: triggered rows per batch."""
+
+    material_keys = ("inputs", "scale")
 
     def __init__(self, blocks: str = "", mask: float = 0.25, strength: float = 2.0, rows: int = 8):
         if not 0 < mask <= 1 or strength <= 0 or rows < 1:
@@ -266,8 +269,7 @@ class AIAO(DiffusionWatermark):
         return {"inputs": refs, "scale": torch.tensor([float(out[n].std()) for n in names])}
 
     def trainable(self, unet):
-        modules = dict(unet.named_modules())
-        return [p for b in self.blocks.split("+") for p in modules[b].parameters()]
+        return [p for b in self.blocks.split("+") for p in unet.get_submodule(b).parameters()]
 
     def _run(self, unet, key, x_t, t, paths: list[tuple[str, str]]):
         """One forward pass of the clean batch plus one triggered copy of row i for each path i: the clean
@@ -322,6 +324,7 @@ class TriggerNoise(DiffusionWatermark):
     the correlation of what it generates with the target. ``rows``: trigger rows per training batch."""
 
     weight = 3.0  # an MSE on noise predictions: with weight 1, or 16 triggers, the shared budget did not learn it
+    material_keys = ("noise", "target")
 
     def __init__(self, triggers: int = 8, steps: int = 20, rows: int = 8):
         if triggers < 2 or steps < 1 or rows < 1:
@@ -357,8 +360,7 @@ def make_scheme(spec: str | DiffusionWatermark) -> DiffusionWatermark:
     """A diffusion watermark by spec: ``"aiao"``, ``"aiao(blocks=...)"``, ``"trigger-noise(triggers=32)"``."""
     if isinstance(spec, DiffusionWatermark):
         return spec
-    [(name, args, kwargs)] = parse_steps(spec if "(" in spec else f"{spec}()")
-    return DIFFUSION_WATERMARKS.make(name, *args, **kwargs)
+    return DIFFUSION_WATERMARKS.from_spec(spec)
 
 
 FORMAT, VERSION = "modelprint-diffusion-watermark-key", 1
@@ -428,8 +430,7 @@ class DiffusionKey:
         except ConfigError as e:
             raise FileFormatError(f"{path}: unknown diffusion watermark in header ({e})") from None
         material = {k.removeprefix("material."): v for k, v in tensors.items() if k.startswith("material.")}
-        needed = {"aiao": {"inputs", "scale"}, "trigger-noise": {"noise", "target"}}.get(scheme.name, set())
-        if missing := needed - set(material):
+        if missing := set(scheme.material_keys) - set(material):
             raise FileFormatError(f"{path}: diffusion watermark key lacks {sorted(missing)}")
         rates = tensors.get("null_rates")
         return cls(
