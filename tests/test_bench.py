@@ -3,11 +3,15 @@ and the report."""
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
+from rich.console import Console
 
 from modelprint import bench
-from modelprint.bench.metrics import per_source, summarize
+from modelprint.bench.metrics import TRIVIAL_TASKS, headline, min_negatives, per_source, summarize
+from modelprint.cli import summary_table
 from modelprint.errors import ConfigError
 
 from .conftest import SOURCE
@@ -33,11 +37,76 @@ def test_summarize_known_values_with_ties():
     out = summarize(table(rows)).set_index("task")
     # copy: positives 0.9 and 0.4 against 4 negatives: 7 of 8 pairs ordered right; at FPR 0 half the positives
     assert out.loc["copy", "auc"] == pytest.approx(0.875)
-    assert out.loc["copy", "tpr@0.01"] == 0.5 and out.loc["copy", "tpr@0.05"] == 0.5
+    assert out.loc["copy", "tpr@0"] == 0.5
     # steal: its positive ties with the best negative: half credit for that pair, and no TPR at FPR 0
     assert out.loc["steal", "auc"] == pytest.approx((3 + 0.5) / 4)
-    assert out.loc["steal", "tpr@0.01"] == 0.0
+    assert out.loc["steal", "tpr@0"] == 0.0
+    # 4 negatives cannot resolve 1% or 5% FPR (these used to equal tpr@0: 0.5 and 0.0): undefined now
+    assert out[["tpr@0.01", "tpr@0.05"]].isna().all().all()
     assert out.loc["copy", "negatives"] == 4 and out.loc["copy", "sources"] == 1
+
+
+def negatives(n: int, source: str = "s", top: float = 0.5) -> list[tuple]:
+    """``n`` negatives of ``source`` scoring evenly from 0 up to ``top``."""
+    return [(source, f"n{i}", "", False, top * i / max(n - 1, 1)) for i in range(n)]
+
+
+def test_tpr_at_a_rate_needs_one_over_the_rate_negatives():
+    for n in range(1, 1001):  # 1 / (1/49) is 49.00000000000001 in floating point: still 49
+        assert min_negatives(1 / n) == n
+    assert min_negatives(0.01) == 100 and min_negatives(0.05) == 20 and min_negatives(0.03) == 34
+    pos = [("s", "p1", "t", True, 0.9), ("s", "p2", "t", True, 0.48)]
+    few = summarize(table(pos + negatives(20))).iloc[0]
+    assert math.isnan(few["tpr@0.01"]) and few["tpr@0.05"] == 1.0  # 1 of 20 negatives (0.5) is above 0.48
+    enough = summarize(table(pos + negatives(100))).iloc[0]
+    assert enough["tpr@0.01"] == 0.5 and enough["tpr@0.05"] == 1.0  # 4 of 100 negatives are above 0.48
+    assert few["tpr@0"] == enough["tpr@0"] == 0.5
+    with pytest.raises(ConfigError, match="false-positive rates"):
+        per_source(table(pos + negatives(20)), fprs=(0.0,))
+
+
+def test_summarize_averages_tpr_over_the_sources_where_it_is_defined():
+    rows = [("a", "p", "t", True, 0.9), *negatives(100, "a")]  # a resolves 1%: TPR 1
+    rows += [("b", "p", "t", True, 0.1), *negatives(20, "b")]  # b does not: its TPR (0) is no part of the mean
+    rows += [("s", "p", "u", True, 0.9), *negatives(20, "s")]  # task u: no source resolves 1%
+    ps = per_source(table(rows)).set_index(["source", "task"])
+    assert ps.loc[("a", "t"), "tpr@0.01"] == 1.0 and math.isnan(ps.loc[("b", "t"), "tpr@0.01"])
+    out = summarize(table(rows)).set_index("task")
+    assert out.loc["t", "tpr@0.01"] == 1.0 and out.loc["t", "tpr@0"] == 0.5 and out.loc["t", "sources"] == 2
+    assert math.isnan(out.loc["u", "tpr@0.01"]) and out.loc["u", "tpr@0.05"] == 1.0
+
+
+def test_tpr_at_zero_false_positives_counts_ties_as_misses():
+    rows = [
+        ("s", "p1", "t", True, 0.8),
+        ("s", "p2", "t", True, 0.7),  # ties with the best negative: not above every negative
+        ("s", "p3", "t", True, 0.7),
+        ("s", "p4", "t", True, 0.2),
+        ("s", "n1", "", False, 0.7),
+        ("s", "n2", "", False, 0.7),
+        ("s", "n3", "", False, 0.1),
+        ("s", "m", "other", False, 0.95),  # a negative for another task only: does not count here
+    ]
+    assert summarize(table(rows)).iloc[0]["tpr@0"] == 0.25
+    failed = ("s", "n", "", False, float("nan"))  # a failed comparison ranks below any positive
+    assert summarize(table([*rows[:4], failed])).iloc[0]["tpr@0"] == 1.0
+
+
+def test_headline_leaves_trivial_tasks_out():
+    assert {"same", "permute", "rescale", "permute/rescale"} <= TRIVIAL_TASKS
+    assert TRIVIAL_TASKS.isdisjoint(bench.load("digits-sac").tasks()[1:-1])  # only same and permute/rescale
+    rows = [("s", "owner", "same", True, 0.9), ("s", "sym", "permute/rescale", True, 0.9)]
+    rows += [("s", "ft", "finetune", True, 0.6), ("s", "st", "steal", True, 0.2), *negatives(20)]
+    summary = summarize(table(rows, scheme="X", budget=10))
+    assert set(summary["task"]) == {"same", "permute/rescale", "finetune", "steal"}  # still rows of the table
+    head = headline(summary).iloc[0]
+    assert head["tasks"] == 2 and head["auc"] == pytest.approx((1.0 + 0.4) / 2)  # finetune and steal only
+    assert head["tpr@0"] == 0.5 and head["tpr@0.05"] == 0.5 and math.isnan(head["tpr@0.01"])
+    console = Console(width=200, record=True)
+    console.print(summary_table(summary, "t"))
+    text = " ".join(console.export_text().split())  # the caption wraps
+    assert "1.00/1.00/n/a" in text and "0.70/0.50/n/a" in text  # same; the mean row
+    assert "trivial tasks (permute/rescale, same) are listed but not averaged" in text
 
 
 def test_summarize_averages_sources_then_seeds_and_skips_sources_without_negatives():
@@ -96,9 +165,11 @@ def test_sac_benchmarks_follow_the_protocol():
         assert len(archs) >= 3 and arch not in archs  # extractions into other architectures
     shared = [t for t in full.negatives if t.task == ""]
     assert len({t.model.split("(")[1].split(",")[0] for t in shared}) >= 4
+    assert len(shared) >= min_negatives(0.01) and len(set(shared)) == len(shared)  # TPR@1% is defined
     assert any(t.task == "transfer" and "parity" in t.model for t in full.negatives)
     demo = bench.load("mnist1d-sac", "demo")
     assert demo.dataset == "mnist1d" and len(demo.models()) < len(bench.load("mnist1d-sac").models())
+    assert len(demo.negatives) == 9 and len(demo.models()) == 19  # the demo costs what it did
     with pytest.raises(ConfigError, match="unknown benchmark"):
         bench.load("cifar-sac")
 
@@ -196,5 +267,6 @@ def test_report_has_every_section(tiny, tmp_path, zoo_cache):
         assert f'id="{section}"' in html
     assert html.count("data:image/png;base64,") >= 4 and "label extraction" in html and "torch" in html
     assert set(summary["task"]) == {"finetune", "label extraction"}
+    assert "tpr@0" in summary and "n/a" in html and "Headline" in html  # 2-3 negatives cannot resolve 1% FPR
     with pytest.raises(ConfigError, match="no results"):
         report.write(tmp_path / "empty")

@@ -9,8 +9,18 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy import special
 
-from modelprint.decide import BinomialNull, EmpiricalNull, combine, decide, serfling_radius
+from modelprint.decide import (
+    Null,
+    Scale,
+    binomial_p,
+    combine,
+    decide,
+    decide_binomial,
+    rate_null,
+    serfling_radius,
+)
 from modelprint.errors import ConfigError
 from modelprint.fingerprint import DISTANCES
 
@@ -58,55 +68,113 @@ def test_mutual_info_sees_dependence_hamming_does_not():
     assert DISTANCES.make("mutual-info")(u, noise) > 0.5
 
 
-@pytest.mark.parametrize("n_null", [12, 40, 400])
-def test_calibrated_threshold_holds_its_fpr(n_null):
-    # the threshold is a random variable of the null sample; its FPR, averaged over samples, is the target
+def _v(score, null, alpha=0.05, **kw):
+    return decide(score, null, alpha, queries=0, scheme="test", **kw)
+
+
+@pytest.mark.parametrize(("n_null", "scale"), [(12, Scale("unit")), (19, Scale("unit")), (99, Scale("correlation"))])
+def test_decisions_hold_their_fpr(n_null, scale):
+    # the FPR of a decision at alpha, averaged over null samples, is at most alpha: exactly (conformal) with
+    # n >= 1/alpha - 1 null models, approximately (t-tail on the score's scale) with fewer
     rng = np.random.default_rng(n_null)
     alpha, fprs = 0.05, []
-    for _ in range(200):
-        null = EmpiricalNull(rng.normal(0.5, 0.1, n_null))
-        fprs.append(np.mean(rng.normal(0.5, 0.1, 2000) > null.threshold(alpha)))
+    for _ in range(150):
+        null = Null(special.expit(rng.normal(0, 0.5, n_null)), scale=scale)
+        fresh = special.expit(rng.normal(0, 0.5, 400))
+        fprs.append(np.mean([null.p_value(s) <= alpha for s in fresh]))
     sem = np.std(fprs) / math.sqrt(len(fprs))
-    assert abs(np.mean(fprs) - alpha) < 4 * sem + 0.005, (np.mean(fprs), sem)
+    assert np.mean(fprs) < alpha + 4 * sem + 0.005, (np.mean(fprs), sem)
 
 
 def test_threshold_and_p_value_agree():
     rng = np.random.default_rng(1)
-    for n in (5, 50, 300):
-        null = EmpiricalNull(rng.normal(size=n))
+    for n, scale in ((5, Scale("correlation")), (50, Scale("correlation")), (300, Scale("real"))):
+        null = Null(np.tanh(rng.normal(0, 0.3, n)), scale=scale)
         tau = null.threshold(0.05)
-        for s in np.linspace(-3, 4, 57):
+        for s in np.linspace(-0.99, 0.99, 57):
             assert (null.p_value(s) <= 0.05) == (s > tau), (n, s, tau)
-    assert EmpiricalNull(np.zeros(300)).method == "empirical"
-    assert EmpiricalNull(np.zeros(10)).method == "t-tail"
 
 
-def test_empirical_p_value_and_degenerate_nulls():
-    null = EmpiricalNull(np.arange(300.0))
-    assert null.p_value(299.5) == pytest.approx(1 / 301)
+def test_conformal_p_value_and_degenerate_nulls():
+    null = Null(np.arange(300.0) / 300, scale=Scale("unit"))
+    assert null.p_value(0.5) == pytest.approx(151 / 301)  # 1 + the 150 null scores at or above 0.5
     assert null.p_value(-1) == 1.0
-    same = EmpiricalNull(np.full(5, 0.9))
-    assert same.p_value(0.9) == pytest.approx(0.5) and same.p_value(0.95) < 1e-6
+    assert null.p_value(0.999) < 1 / 301  # beyond every null: the tail refines 1/(n+1)
+    same = Null(np.full(5, 0.9), scale=Scale("unit"))
+    assert same.p_value(0.9) == pytest.approx(1.0) and same.p_value(0.95) < 1e-6
     with pytest.raises(ConfigError, match="at least 2"):
-        EmpiricalNull(np.array([0.5]))
+        Null(np.array([0.5]))
     with pytest.raises(ConfigError, match="NaN"):
-        EmpiricalNull(np.array([0.5, np.nan]))
+        Null(np.array([0.5, np.nan]))
     with pytest.raises(ConfigError, match="false-positive rate"):
         null.threshold(1.5)
 
 
-def test_binomial_null():
-    null = BinomialNull(n=100, p=0.1)
-    assert null.p_value(0.1) > 0.4 and null.p_value(0.5) < 1e-6
-    tau = null.threshold(0.01)
-    assert null.p_value(tau + 0.01) <= 0.01 < null.p_value(tau)
-    v = decide(0.5, null, 0.01, queries=100, scheme="trigger-set")
-    assert v.related and v.method == "binomial" and v.queries == 100
+@pytest.mark.parametrize("scale", [Scale("unit"), Scale("correlation"), Scale("distance"), Scale("rate", 100)])
+def test_a_threshold_never_exceeds_the_score_range(scale):
+    # three null models spread widely: no score in range can reach 0.001, so the verdict is inconclusive and
+    # shows no threshold; a perfect score against a tight null is related
+    wide = Null(np.array([0.1, 0.5, 0.9]), scale=scale)
+    v = _v(1.0, wide, alpha=0.001)
+    assert v.outcome == "inconclusive" and not v.related and math.isinf(v.threshold)
+    assert "add" in v.warnings[-1] and "null models" in v.warnings[-1]
+    tight = Null(np.array([0.30, 0.32, 0.35, 0.31]), scale=scale)
+    assert _v(1.0, tight, alpha=0.01).outcome == "related"
+    for alpha in (0.05, 0.01):
+        assert tight.threshold(alpha) <= 1.0
+
+
+def test_three_outcomes_and_methods():
+    rng = np.random.default_rng(3)
+    big = Null(special.expit(rng.normal(0, 0.3, 99)), scale=Scale("unit"))
+    assert _v(0.5, big, 0.01).outcome == "not related" and _v(0.5, big, 0.01).method == "conformal"
+    top = _v(0.999, big, 0.01)
+    assert top.related and top.p_value < 0.01 / 10 and "beyond the nulls" in top.method
+    small = Null(special.expit(rng.normal(0, 0.3, 5)), scale=Scale("unit"))
+    assert _v(0.999, small, 0.01).method.startswith("parametric")
+    # null models at the score's maximum (random inputs on an easy task): nothing can be concluded
+    saturated = _v(1.0, Null(np.ones(30), scale=Scale("rate", 100)), 0.05)
+    assert saturated.outcome == "inconclusive" and "maximum" in saturated.warnings[-1]
+
+
+def test_strata_decide_on_the_hardest_or_the_suspects():
+    # the owner's architecture scores higher than the others: a pooled null would be too lenient for it
+    rng = np.random.default_rng(4)
+    own, other = 0.6 + 0.05 * rng.standard_normal(40), 0.2 + 0.05 * rng.standard_normal(40)
+    null = Null(np.r_[own, other], ("lenet",) * 40 + ("mlp",) * 40, Scale("unit"))
+    s = 0.62
+    assert null.p_value(s) > 0.2  # unknown suspect: the hardest stratum (lenet) decides
+    assert null.p_value(s, "lenet") == null.p_value(s)
+    assert null.p_value(s, "mlp") < 0.05
+    v = _v(s, null, owner_stratum="cnn")
+    assert v.evidence["decided_on"] == "lenet" and set(v.evidence["strata"]) == {"(all)", "lenet", "mlp"}
+    assert any("owner's architecture" in w for w in v.warnings)
+
+
+def test_rate_null_is_a_beta_binomial_with_the_spread_of_clean_models():
+    # clean models that never match: a fully matched key of 100 inputs is overwhelming evidence
+    zero = rate_null(np.zeros(19), 100)
+    assert zero.p_value(1.0) < 1e-6 and zero.p_value(0.0) == 1.0
+    # clean models that match a lot and vary: the same key is much weaker evidence, yet valid
+    spread = rate_null(np.array([0.1, 0.7, 0.3, 0.5, 0.05, 0.68]), 100)
+    assert spread.p_value(1.0) > zero.p_value(1.0) * 1e3
+    assert spread.p_value(0.7) > 0.05
+
+
+def test_exact_binomial_decision():
+    v = decide_binomial(0.5, 100, 0.1, 0.01, queries=100, scheme="trigger-set")
+    assert v.related and v.method.startswith("exact binomial") and v.queries == 100 and v.p_value < 1e-6
+    assert binomial_p(v.threshold, 100, 0.1) > 0.01 >= binomial_p(v.threshold + 0.01, 100, 0.1)
+    assert decide_binomial(0.1, 100, 0.1, 0.01, queries=100, scheme="t").outcome == "not related"
+    assert decide_binomial(1.0, 10, 0.5, 1e-4, queries=10, scheme="t").outcome == "inconclusive"
 
 
 def test_combine_p_values():
-    assert combine([0.01, 0.01, 0.01]) < 0.001
-    assert combine([0.5, 0.6, 0.4]) > 0.3
+    assert combine([0.01, 0.01, 0.01], "fisher") < 0.001
+    assert combine([0.5, 0.6, 0.4], "fisher") > 0.3
+    assert combine([0.001, 0.5, 0.9]) == pytest.approx(0.003)  # holm/bonferroni by default
+    with pytest.raises(ConfigError, match="unknown combination"):
+        combine([0.1], "average")
 
 
 def test_serfling_radius_shrinks_to_zero():

@@ -211,3 +211,17 @@ def as_model(obj: Model | nn.Module | Callable, **kwargs) -> Model:
     if callable(obj):
         return BlackBox(obj, **kwargs)
     raise ConfigError(f"cannot use {type(obj).__name__} as a model: expected nn.Module, Model or callable")
+
+
+def architecture(model) -> str | None:
+    """The architecture family a null stratum is named after: modelprint's net name, else the module's class
+    (TorchScript keeps the original's); ``None`` for models whose internals are not visible."""
+    while isinstance(model, View):
+        model = model.model
+    module = model.module if isinstance(model, WhiteBox) else model
+    if not isinstance(module, nn.Module):
+        return None
+    cfg = getattr(module, "mp_config", None)
+    if cfg and cfg.get("arch"):
+        return str(cfg["arch"])
+    return str(getattr(module, "original_name", "") or type(module).__name__)

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import torch
 import typer
 from rich.console import Console
@@ -234,12 +233,7 @@ def data_list() -> None:
     console.print(table)
 
 
-DEMO_BENCH, DEMO_BUDGETS = "digits-sac", (20, 50, 100)
-# Unrelated models the demo calibrates on: other seeds than the benchmark's negatives, every architecture.
-DEMO_NULLS = [
-    f"train({a},digits,{s})"
-    for a, s in [("cnn", 5), ("cnn", 6), ("lenet", 5), ("lenet", 6), ("resnet-tiny", 5), ("mlp", 5)]
-]
+DEMO_BENCH, DEMO_BUDGETS, DEMO_FPR = "digits-sac", (20, 50, 100), 0.05
 DEMO_SCHEMES = ("AKH", "Divergent")
 
 
@@ -260,17 +254,20 @@ def demo(
     bench = load(DEMO_BENCH, "demo")
     source = bench.sources[0]
     suspects = bench.targets(source)
-    title = f"demo zoo: {DEMO_BENCH} (demo profile) and {len(DEMO_NULLS)} calibration models"
-    rows = build_table([*bench.models(), *DEMO_NULLS], out / "zoo", device, title, reference="digits")
+    title = f"demo zoo: {DEMO_BENCH} (demo profile)"
+    rows = build_table(bench.models(), out / "zoo", device, title, reference="digits")
     write_csv(rows, out / "zoo.csv")
     cache = out / "zoo"
 
     owner = build(source, cache_dir=cache, device=device)
     verdicts = []
     for scheme in DEMO_SCHEMES:
-        with err_console.status(f"{scheme}: extracting, calibrating on {len(DEMO_NULLS)} unrelated models"):
+        with err_console.status(f"{scheme}: extracting, calibrating on the null bank"):
             fp = extract(owner, scheme, bench.dataset, 100, cache_dir=cache, device=device)
-            fp = calibrate(fp, DEMO_NULLS, cache_dir=cache, device=device)
+            fp = calibrate(
+                fp, "auto", DEMO_FPR, cache_dir=cache, device=device,
+                progress=lambda m: err_console.print(m, highlight=False),
+            )  # fmt: skip
             fp.save(out / f"{scheme}.fp")
         for t in suspects:
             v = verify(fp, t.model, cache_dir=cache, device=device)
@@ -283,11 +280,15 @@ def demo(
                     "score": v.score,
                     "threshold": v.threshold,
                     "p_value": v.p_value,
+                    "outcome": v.outcome,
                     "related": v.related,
                     "correct": v.related == t.related,
                 }
             )
-    table = Table(title=f"verdicts on suspects of source = {source} (budget 100, calibrated at FPR 0.05)")
+    table = Table(
+        title=f"verdicts on suspects of source = {source} (budget 100, null bank at FPR {DEMO_FPR:g}: "
+        f"{len(fp.null_scores)} independent models)"
+    )
     table.add_column("suspect", overflow="fold")
     table.add_column("task")
     for scheme in DEMO_SCHEMES:
@@ -295,14 +296,20 @@ def demo(
     for t in suspects:
         cells = []
         for r in (r for r in verdicts if r["suspect"] == t.model):
-            mark = "[green]related[/]" if r["related"] else "unrelated"
+            mark = {"related": "[green]related[/]", "inconclusive": "[yellow]inconclusive[/]"}.get(
+                r["outcome"], "unrelated"
+            )
             cells.append(f"{r['score']:.2f} / {r['p_value']:.3g} {mark}{'' if r['correct'] else ' [red]✗[/]'}")
         name = t.model.replace(source, "source") if t.related else t.model
         table.add_row(name, t.task or "independent", *cells)
     console.print(table)
     for scheme in DEMO_SCHEMES:
-        ok = [r["correct"] for r in verdicts if r["scheme"] == scheme]
-        console.print(f"{scheme}: {sum(ok)}/{len(ok)} verdicts correct", highlight=False)
+        mine = [r for r in verdicts if r["scheme"] == scheme]
+        accused = sum(r["related"] and not r["derived"] for r in mine)
+        console.print(
+            f"{scheme}: {sum(r['correct'] for r in mine)}/{len(mine)} verdicts correct, {accused} false accusation(s)",
+            highlight=False,
+        )
     write_csv(verdicts, out / "verdicts.csv")
 
     run_bench(
@@ -363,31 +370,38 @@ def extract_cmd(
 @app.command("calibrate")
 def calibrate_cmd(
     fingerprint: Annotated[Path, typer.Argument(help="The fingerprint file.")],
-    null: Annotated[list[str], typer.Option("--null", "-n", help="A model unrelated to the owner (repeat).")],
+    null: Annotated[
+        list[str],
+        typer.Option("--null", "-n", help="A model unrelated to the owner (repeat), or 'auto' to build the null bank."),
+    ],
     fpr: Annotated[float, typer.Option("--fpr", help="Target false-positive rate.")] = 0.05,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here instead of in place.")] = None,
     cache: CacheOpt = None,
     device: DeviceOpt = "cpu",
 ) -> None:
-    """Score the fingerprint against unrelated models, fixing the threshold of verification at a target FPR."""
-    from .fingerprint import Fingerprint, score
+    """Score the fingerprint against unrelated models (or the null bank: --null auto trains ceil(1/FPR)-1 models
+    of the owner's architecture and as many of others, cached), fixing the threshold of verification."""
+    from .decide import needed
+    from .fingerprint import Fingerprint, calibrate
 
     fp = Fingerprint.load(fingerprint)
     check_device(device)
-    scores = []
-    with Progress(*PROGRESS_COLUMNS, console=err_console, transient=True) as progress:
-        task = progress.add_task("scoring null models", total=len(null))
-        for m in null:
-            progress.update(task, description=f"scoring {m}")
-            scores.append(score(fp, m, cache_dir=cache, device=device))
-            progress.advance(task)
-    fp = fp.calibrated(scores, tuple(null), fpr)
+    nulls = "auto" if null == ["auto"] else null
+    if "auto" in null and nulls != "auto":
+        raise ConfigError("--null auto builds the whole null bank: give it alone")
+    with err_console.status("scoring null models"):
+        fp = calibrate(
+            fp, nulls, fpr, cache_dir=cache, device=device, progress=lambda m: err_console.print(m, highlight=False)
+        )
     fp.save(out or fingerprint)
-    null = fp.null  # validates: at least two finite scores
-    console.print(
-        f"calibrated on {len(scores)} null models: mean {np.mean(scores):.4f}, max {np.max(scores):.4f}; "
-        f"threshold {null.threshold(fpr):.4f} at FPR {fpr:g} ({null.method}); wrote {out or fingerprint}"
-    )
+    groups = fp.null.groups
+    parts = [f"{name}: {g.n} models, threshold {g.threshold(fpr):.4f}" for name, g in groups.items()]
+    console.print(f"calibrated on {len(fp.null_scores)} null models ({'; '.join(parts)}); wrote {out or fingerprint}")
+    if len(fp.null_scores) < needed(fpr):
+        console.print(
+            f"note: {len(fp.null_scores)} null models give parametric p-values; {needed(fpr)} give distribution-free "
+            "ones at this FPR (--null auto)"
+        )
 
 
 @app.command("verify")
@@ -413,7 +427,7 @@ def verify_cmd(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Is SUSPECT (or the model at --url) derived from the fingerprint's owner? Exit code 0: related, 1: not
-    related, 2: error."""
+    related, 3: inconclusive, 2: error."""
     from .fingerprint import Fingerprint, verify
 
     if (suspect is None) == (url is None):
@@ -485,17 +499,22 @@ def _plain(x) -> str:
     return str(x)
 
 
+EXIT_CODES = {"related": 0, "not related": 1, "inconclusive": 3}  # 2 is an error
+
+
 def show_verdict(v, title: str, as_json: bool) -> None:
-    """Print a verdict (a panel, or JSON) and exit with its status: 0 related, 1 not related."""
+    """Print a verdict (a panel, or JSON) and exit with its status: 0 related, 1 not related, 3 inconclusive."""
     if as_json:
         console.print_json(v.to_json())
     else:
         console.print(verdict_panel(v, title))
-    raise typer.Exit(0 if v.related else 1)
+    raise typer.Exit(EXIT_CODES[v.outcome])
 
 
 def verdict_panel(v, title: str):
-    """A verdict as a rich panel: the decision in colour, then the numbers behind it."""
+    """A verdict as a rich panel: the decision in colour, then the numbers behind it, then any warning."""
+    import math
+
     from rich.panel import Panel
 
     from .verdict import format_p
@@ -503,17 +522,27 @@ def verdict_panel(v, title: str):
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
+    reach = f"{v.threshold:.4f}" if math.isfinite(v.threshold) else "none: no score can reach it with this null"
+    evidence = dict(v.evidence)
+    strata = evidence.pop("strata", None)
     rows = [
         ("score", f"{v.score:.4f}"),
-        ("threshold", f"{v.threshold:.4f} (FPR {v.alpha:g})"),
+        ("threshold", f"{reach} (FPR {v.alpha:g})"),
         ("p-value", f"{format_p(v.p_value)} ({v.method})"),
         ("queries", str(v.queries)),
         ("scheme", v.scheme),
-        *((k, _plain(x)) for k, x in v.evidence.items()),
+        *((k, _plain(x)) for k, x in evidence.items()),
     ]
+    if strata:
+        rows += [(f"null {name}", f"{s['n']} models, p = {format_p(s['p_value'])}") for name, s in strata.items()]
+    rows += [("warning", w) for w in v.warnings]
     for k, x in rows:
         table.add_row(k, x)
-    head = "[bold green]RELATED[/]" if v.related else "[bold]not related[/]"
+    head = {
+        "related": "[bold green]RELATED[/]",
+        "not related": "[bold]not related[/]",
+        "inconclusive": "[bold yellow]INCONCLUSIVE[/]",
+    }[v.outcome]
     return Panel(table, title=head, subtitle=title, expand=False)
 
 
@@ -530,7 +559,7 @@ def compare_cmd(
     device: DeviceOpt = "cpu",
 ) -> None:
     """White-box: is MODEL_B's checkpoint derived from MODEL_A's, through any permutation or rescaling of
-    hidden units? Exit code 0: related, 1: not related, 2: error."""
+    hidden units? Exit code 0: related, 1: not related, 3: inconclusive, 2: error."""
     from .fingerprint import compare_weights
     from .lineage import resolve
 
@@ -622,17 +651,29 @@ def run_bench(
 
 
 def summary_table(summary, title: str) -> Table:
-    """The summary as a rich table: a row per (task), a column per (scheme, budget), AUC / TPR@1%."""
+    """The summary as a rich table: a row per task and a headline row (the mean over non-trivial tasks), a
+    column per (scheme, budget), AUC / TPR@0 / TPR@1% (n/a where there are too few negatives to resolve it)."""
+    from .bench.metrics import headline, trivial_note
+    from .bench.report import cell
+
     table = Table(title=title)
     table.add_column("task")
     rows = summary.to_dict("records")
     cols = sorted({(r["scheme"], int(r["budget"])) for r in rows}, key=lambda c: (c[1], c[0]))
     for scheme, budget in cols:
         table.add_column(f"{scheme}\n@{budget}", justify="right")
-    cells = {(r["task"], r["scheme"], int(r["budget"])): f"{r['auc']:.2f}/{r['tpr@0.01']:.2f}" for r in rows}
+
+    def metrics(r: dict) -> str:
+        return "/".join(cell(r[m], 2) for m in ("auc", "tpr@0", "tpr@0.01"))
+
+    cells = {(r["task"], r["scheme"], int(r["budget"])): metrics(r) for r in rows}
     for task in dict.fromkeys(r["task"] for r in rows):
         table.add_row(task, *(cells.get((task, *c), "—") for c in cols))
-    table.caption = "AUC / TPR@1%FPR, averaged over sources and seeds"
+    head = {(r["scheme"], int(r["budget"])): metrics(r) for r in headline(summary).to_dict("records")}
+    table.add_section()
+    table.add_row("[bold]mean[/]", *(head.get(c, "—") for c in cols))
+    note = trivial_note(r["task"] for r in rows)
+    table.caption = "AUC / TPR@0 / TPR@1%FPR, averaged over sources and seeds" + (f"; {note}" if note else "")
     return table
 
 
@@ -741,16 +782,23 @@ def watermark_embed(
 @watermark_app.command("calibrate")
 def watermark_calibrate(
     key_path: Annotated[Path, typer.Argument(help="The key file.")],
-    null: Annotated[list[str], typer.Option("--null", "-n", help="A clean model (repeat).")],
+    null: Annotated[
+        list[str], typer.Option("--null", "-n", help="A clean model (repeat), or 'auto' to build the null bank.")
+    ],
     fpr: Annotated[float, typer.Option("--fpr", help="Target false-positive rate.")] = 0.01,
     cache: CacheOpt = None,
 ) -> None:
     """Record clean models' match rates (needed by every key but trigger-set and uchida)."""
     from . import watermark
 
-    key = watermark.calibrate(watermark.Key.load(key_path), null, fpr, cache_dir=cache)
+    nulls = "auto" if null == ["auto"] else null
+    with err_console.status("scoring clean models"):
+        key = watermark.calibrate(
+            watermark.Key.load(key_path), nulls, fpr, cache_dir=cache,
+            progress=lambda m: err_console.print(m, highlight=False),
+        )  # fmt: skip
     key.save(key_path)
-    console.print(f"calibrated {key_path} on {len(null)} clean models")
+    console.print(f"calibrated {key_path} on {len(key.null_scores)} clean models")
 
 
 @watermark_app.command("verify")
@@ -761,7 +809,7 @@ def watermark_verify(
     cache: CacheOpt = None,
     device: DeviceOpt = "cpu",
 ) -> None:
-    """Does SUSPECT carry the watermark? Exit code 0: yes, 1: no, 2: error."""
+    """Does SUSPECT carry the watermark? Exit code 0: yes, 1: no, 3: inconclusive, 2: error."""
     from . import watermark
 
     v = watermark.verify(watermark.Key.load(key_path), suspect, cache_dir=cache, device=check_device(device))
@@ -947,7 +995,7 @@ def diffusion_verify(
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
     device: DeviceOpt = "cpu",
 ) -> None:
-    """Does SUSPECT carry the watermark? Exit code 0: yes, 1: no, 2: error."""
+    """Does SUSPECT carry the watermark? Exit code 0: yes, 1: no, 3: inconclusive, 2: error."""
     from .watermark import aiao
 
     key = aiao.DiffusionKey.load(key_path)
@@ -1059,7 +1107,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
 def main() -> None:
     """Entry point: run the app, printing modelprint's own errors as one line instead of a traceback."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # a command's typer.Exit comes back as its return value here
     except ModelprintError as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -1075,6 +1123,7 @@ def main() -> None:
             e.show()
             sys.exit(e.exit_code)
         raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

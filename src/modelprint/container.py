@@ -62,8 +62,11 @@ def peek(path: str | Path, what: str) -> tuple[dict[str, Any], dict[str, torch.T
     return header, tensors
 
 
-def check(path: str | Path, header: dict, tensors: dict, fmt: str, version: int, fields: dict, what: str) -> dict:
-    """Validate format, version, field types and checksum; return the header without its checksum."""
+def check(
+    path: str | Path, header: dict, tensors: dict, fmt: str, version: int, fields: dict, what: str, optional=None
+) -> dict:
+    """Validate format, version, field types and checksum; return the header without its checksum. ``optional``
+    fields (name -> (type, default)) were added after the format's version was fixed: typed when present."""
 
     def bad(why: str) -> FileFormatError:
         return FileFormatError(f"{path}: {why}")
@@ -82,8 +85,11 @@ def check(path: str | Path, header: dict, tensors: dict, fmt: str, version: int,
         wrong = not isinstance(value, typ) or (typ is int and isinstance(value, bool))
         if wrong and not (typ is float and isinstance(value, int) and not isinstance(value, bool)):
             raise bad(f"{what} header field {name!r} has the wrong type ({type(value).__name__})")
+    for name, (typ, _) in (optional or {}).items():
+        if name in header and not isinstance(header[name], typ):
+            raise bad(f"{what} header field {name!r} has the wrong type ({type(header[name]).__name__})")
     header = dict(header)
     claimed = header.pop("checksum")
     if tensors_digest(canonical(header), tensors) != claimed:
         raise bad(f"checksum mismatch: the {what} was modified or damaged after it was written")
-    return header
+    return {**{k: d for k, (_, d) in (optional or {}).items()}, **header}

@@ -1,12 +1,27 @@
-"""From a score to a ``Verdict``: calibrated nulls (empirical, with a Student-t tail when the null set is small),
-analytic binomial nulls where they are honest, p-value combination, and the bound that lets a verification
-stop early. Shared by fingerprints, watermarks and integrity checks."""
+"""From a score to a ``Verdict``, the same way for every kind of evidence.
+
+One null design:
+
+- **Distribution-free first.** Scores of known-unrelated models give the conformal p-value
+  ``(1 + #{null >= s}) / (1 + n)``. It is exact whatever the scores' distribution, but it cannot go below
+  ``1 / (n + 1)``: with ``n >= 1/alpha - 1`` null models every decision at ``alpha`` is distribution-free.
+- **A tail on the score's own scale** says how far beyond the nulls a score lies: a Student-t predictive tail after
+  the transform that maps the score's range onto the real line (logit for similarities in [0, 1], Fisher z for
+  correlations and cosines, log of the distance for ``1 - distance``), or a beta-binomial fitted to the nulls
+  (overdispersion included) for agreement rates over ``n`` queries or key inputs. It is used only beyond every null
+  score, and labelled: with enough nulls it only refines p-values already below alpha; with too few it decides,
+  and the verdict says "parametric".
+- **Strata.** Null scores keep their stratum (the null model's architecture). The verdict is decided on the stratum
+  of the suspect's architecture when known, otherwise on the stratum hardest for the suspect; evidence lists all.
+- **Three outcomes.** related, not related, or inconclusive when no score could reach ``alpha`` against this null
+  (the verdict says how many null models to add); a threshold above the score's maximum is never shown.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -15,30 +30,157 @@ from scipy import special, stats
 from .errors import ConfigError
 from .verdict import Verdict
 
-# Below this many null scores an empirical p-value cannot go under 1/(n+1); a parametric tail is used instead.
-SMALL_NULL = 200
+MIXED = "(all)"  # the pooled null: every score, whatever its stratum
+# the range of each kind of score: unit for similarities in [0, 1], correlation for cosines and correlations,
+# distance for 1 - (a distance >= 0), rate for agreements over a number of trials
+RANGES = {
+    "real": (-math.inf, math.inf),
+    "unit": (0.0, 1.0),
+    "correlation": (-1.0, 1.0),
+    "distance": (-math.inf, 1.0),
+    "rate": (0.0, 1.0),
+}
+TINY = 1e-300  # the smallest p-value reported
+_EPS = 1e-6  # how close to a bound of its range a score is taken to be (a perfect copy sits on the bound)
 
 
-class Null:
-    """The distribution of scores of unrelated models: p-values and thresholds at a false-positive rate."""
-
-    method: str
-
-    def p_value(self, score: float) -> float:
-        raise NotImplementedError
-
-    def threshold(self, alpha: float) -> float:
-        """The score above which a suspect is declared related at false-positive rate ``alpha``."""
-        raise NotImplementedError
+def needed(alpha: float) -> int:
+    """The number of null models a conformal p-value needs to reach ``alpha``: ``ceil(1/alpha) - 1``."""
+    return max(1, math.ceil(1 / alpha - 1e-9) - 1)
 
 
 @dataclass(frozen=True)
-class EmpiricalNull(Null):
-    """Scores of models known to be unrelated. With ``SMALL_NULL`` or more of them the p-value is the empirical
-    ``(1 + #{null >= s}) / (1 + n)``; with fewer it is the upper tail of the Student-t predictive distribution
-    of a new null score (a normal model of the null fitted to ``n`` scores)."""
+class Scale:
+    """The range of a score and the transform that maps it onto the real line for a Student-t tail.
+    ``rate`` scores are agreements over ``trials`` comparisons and get a beta-binomial tail instead."""
+
+    name: str = "real"  # real | unit | correlation | distance | rate
+    trials: int = 0
+
+    def __post_init__(self) -> None:
+        if self.name not in RANGES:
+            raise ConfigError(f"unknown score scale {self.name!r}: one of {', '.join(RANGES)}")
+        if (self.name == "rate") != (self.trials > 0):
+            raise ConfigError("a rate scale needs its number of trials (and only a rate has one)")
+
+    @property
+    def hi(self) -> float:
+        return RANGES[self.name][1]
+
+    def transform(self, s):
+        s = np.asarray(s, np.float64)
+        lo, hi = RANGES[self.name]
+        if self.name == "real":
+            return s
+        s = np.clip(s, lo + _EPS if math.isfinite(lo) else -math.inf, hi - _EPS)
+        if self.name == "correlation":
+            return np.arctanh(s)
+        if self.name == "distance":
+            return -np.log(1 - s)
+        return special.logit(s)
+
+    def inverse(self, z: float) -> float:
+        if self.name == "correlation":
+            return float(np.tanh(z))
+        if self.name == "distance":
+            return float(1 - math.exp(-z))
+        if self.name in ("unit", "rate"):
+            return float(special.expit(z))
+        return float(z)
+
+    def label(self) -> str:
+        return {
+            "real": "t-tail",
+            "unit": "t-tail on logit scale",
+            "correlation": "t-tail on Fisher z scale",
+            "distance": "t-tail on log-distance scale",
+            "rate": f"beta-binomial over {self.trials}",
+        }[self.name]
+
+
+@dataclass(frozen=True)
+class StratumNull:
+    """The null scores of one stratum with their tail. ``p_value`` is conformal where some null score reaches
+    the score, and the (smaller) tail probability beyond every null score."""
 
     scores: np.ndarray
+    scale: Scale
+
+    @property
+    def n(self) -> int:
+        return len(self.scores)
+
+    @cached_property
+    def _t(self) -> tuple[float, float, int]:
+        z = self.scale.transform(self.scores)
+        mean = float(z.mean())
+        sd = max(float(z.std(ddof=1)), 1e-6)  # identical nulls: a floor instead of a zero-width null
+        return mean, sd * math.sqrt(1 + 1 / self.n), self.n - 1
+
+    @cached_property
+    def _betabinom(self) -> tuple[float, float]:
+        """Method-of-moments beta-binomial over the null counts, with a Laplace prior on the mean (so a key no
+        clean model ever matched still has a positive per-trial chance) and overdispersion from the spread."""
+        n = self.scale.trials
+        k = np.round(self.scores * n)
+        mu = (k.sum() + 1) / (n * self.n + 2)
+        binom_var = mu * (1 - mu) / n
+        var = float(np.var(k / n, ddof=1))
+        rho = min(max((var / binom_var - 1) / (n - 1), 0.0), 0.999) if n > 1 else 0.0
+        rho = max(rho, 1e-6)  # a beta-binomial with (almost) no overdispersion is the binomial
+        return mu * (1 / rho - 1), (1 - mu) * (1 / rho - 1)
+
+    def tail(self, score: float) -> float:
+        if self.scale.name == "rate":
+            n = self.scale.trials
+            a, b = self._betabinom
+            p = stats.betabinom.sf(round(score * n) - 1, n, a, b)
+        else:
+            mean, scale, df = self._t
+            p = special.stdtr(df, -(float(self.scale.transform(score)) - mean) / scale)
+        return max(float(p), TINY)  # an extrapolated tail is never proof of impossibility
+
+    def conformal(self, score: float) -> float:
+        return float((1 + np.sum(self.scores >= score)) / (1 + self.n))
+
+    def p_value(self, score: float) -> float:
+        p = self.conformal(score)
+        beyond = not np.any(self.scores >= score)  # above every null score: the tail says how far
+        return min(p, self.tail(score)) if beyond else p
+
+    def floor(self) -> float:
+        """The smallest p-value any score in range can get."""
+        hi = self.scale.hi
+        return self.p_value(hi) if math.isfinite(hi) else 0.0
+
+    def threshold(self, alpha: float) -> float:
+        """The score above which ``p_value <= alpha``; infinite when no score in range gets there."""
+        top = float(self.scores.max())
+        k = math.floor(alpha * (self.n + 1) + 1e-9) - 1
+        if k >= 0:  # conformal: above the (k+1)-th largest null score, unless that is the score's maximum
+            tau = float(np.sort(self.scores)[::-1][k])
+            return math.inf if tau >= self.scale.hi else tau
+        if self.floor() > alpha:
+            return math.inf
+        if self.scale.name == "rate":
+            n = self.scale.trials
+            a, b = self._betabinom
+            k_min = int(stats.betabinom.isf(alpha, n, a, b)) + 1  # smallest count with P(K >= k) <= alpha
+            while k_min > 0 and stats.betabinom.sf(k_min - 2, n, a, b) <= alpha:
+                k_min -= 1  # isf's rounding: step down while the count below still qualifies
+            return max(top, (k_min - 1) / n)
+        mean, scale, df = self._t
+        return max(top, self.scale.inverse(mean + scale * special.stdtrit(df, 1 - alpha)))
+
+
+@dataclass(frozen=True)
+class Null:
+    """Scores of models known to be unrelated to the owner, each with its stratum (architecture; "" unknown),
+    on a ``Scale``. ``decide`` turns a suspect's score into a verdict against it."""
+
+    scores: np.ndarray
+    strata: tuple[str, ...] = ()
+    scale: Scale = field(default_factory=Scale)
 
     def __post_init__(self) -> None:
         s = np.asarray(self.scores, dtype=np.float64)
@@ -46,85 +188,143 @@ class EmpiricalNull(Null):
             raise ConfigError(f"a null needs at least 2 scores, got {s.size}")
         if not np.isfinite(s).all():
             raise ConfigError("null scores contain NaN or infinite values")
+        strata = tuple(self.strata) or ("",) * len(s)
+        if len(strata) != len(s):
+            raise ConfigError(f"{len(s)} null scores but {len(strata)} strata")
         object.__setattr__(self, "scores", s)
-
-    @property
-    def method(self) -> str:  # type: ignore[override]
-        return "empirical" if len(self.scores) >= SMALL_NULL else "t-tail"
-
-    def p_empirical(self, score: float) -> float:
-        return float((1 + np.sum(self.scores >= score)) / (1 + len(self.scores)))
+        object.__setattr__(self, "strata", strata)
 
     @cached_property
-    def _t(self) -> tuple[float, float, int]:
-        n = len(self.scores)
-        mean = float(self.scores.mean())
-        sd = max(float(self.scores.std(ddof=1)), 1e-9 * max(1.0, abs(mean)))  # identical nulls: no spread
-        return mean, sd * math.sqrt(1 + 1 / n), n - 1
+    def groups(self) -> dict[str, StratumNull]:
+        """The pooled null and every stratum with at least 2 scores."""
+        out = {MIXED: StratumNull(self.scores, self.scale)}
+        names = np.array(self.strata)
+        for name in sorted(set(self.strata) - {""}):
+            scores = self.scores[names == name]
+            if len(scores) >= 2 and len(scores) < len(self.scores):
+                out[name] = StratumNull(scores, self.scale)
+        return out
 
-    def p_value(self, score: float) -> float:
-        if self.method == "empirical":
-            return self.p_empirical(score)
-        mean, scale, df = self._t
-        return float(special.stdtr(df, -(score - mean) / scale))  # the ufunc: scipy.stats' sf is 50x slower
+    def stratum_for(self, score: float, stratum: str | None) -> str:
+        """The stratum a verdict is decided on: the suspect's when the null has it, else the hardest."""
+        if stratum in self.groups:
+            return stratum
+        return max(self.groups, key=lambda g: (self.groups[g].p_value(score), g == MIXED))
 
-    def threshold(self, alpha: float) -> float:
+    def p_value(self, score: float, stratum: str | None = None) -> float:
+        return self.groups[self.stratum_for(score, stratum)].p_value(score)
+
+    def threshold(self, alpha: float, stratum: str | None = None) -> float:
         check_alpha(alpha)
-        if self.method == "t-tail":
-            mean, scale, df = self._t
-            return float(mean + scale * special.stdtrit(df, 1 - alpha))
-        # p <= alpha  <=>  at most k null scores reach s  <=>  s above the (k+1)-th largest null score
-        k = math.floor(alpha * (len(self.scores) + 1)) - 1
-        return math.inf if k < 0 else float(np.sort(self.scores)[::-1][k])
+        groups = [self.groups[stratum]] if stratum in self.groups else list(self.groups.values())
+        return max(g.threshold(alpha) for g in groups)
 
 
-@dataclass(frozen=True)
-class BinomialNull(Null):
-    """A score that is a success rate over ``n`` independent trials, each a success with probability ``p``
-    under the null (random-label trigger sets: ``p = 1/C``; bit strings: ``p = 1/2``)."""
-
-    n: int
-    p: float
-    method = "binomial"
-
-    def p_value(self, score: float) -> float:
-        k = round(score * self.n)
-        return float(stats.binom.sf(k - 1, self.n, self.p))
-
-    def threshold(self, alpha: float) -> float:
-        check_alpha(alpha)
-        k = int(stats.binom.isf(alpha, self.n, self.p)) + 1  # smallest k with P(X >= k) <= alpha
-        return (k - 1) / self.n
+def copy_check(score: float, self_score: float, name: str) -> None:
+    """Refuse a null model that scores like the owner itself: a copy passed as independent would make every
+    suspect look unrelated."""
+    if score >= self_score - 1e-9:
+        raise ConfigError(
+            f"null model {name} scores {score:.6g}, as the owner itself does: it looks like a copy of the owner, "
+            "not an independent model"
+        )
 
 
-@dataclass(frozen=True)
-class Strictest(Null):
-    """The largest p-value of several nulls, each describing one source of chance: honest when any one of them
-    is. A watermark key of natural inputs needs two: the inputs of one clean model vary (binomial), and clean
-    models differ from each other (their match rates, t-tail)."""
+def decide(
+    score: float,
+    null: Null,
+    alpha: float,
+    *,
+    queries: int,
+    scheme: str,
+    stratum: str | None = None,
+    owner_stratum: str | None = None,
+    warnings: Sequence[str] = (),
+    **evidence,
+) -> Verdict:
+    """The verdict on ``score`` against ``null`` at false-positive rate ``alpha``. ``stratum`` is the suspect's
+    architecture when known; ``owner_stratum`` the owner's, to warn when the null has no model like it."""
+    check_alpha(alpha)
+    name = null.stratum_for(score, stratum)
+    g = null.groups[name]
+    p = g.p_value(score)
+    tau = g.threshold(alpha)
+    warnings = list(warnings)
+    if owner_stratum and owner_stratum not in null.strata:
+        warnings.append(
+            f"no null model shares the owner's architecture ({owner_stratum}): the false-positive rate on "
+            "independent models like the owner's is not controlled"
+        )
+    if p <= alpha:
+        outcome = "related"
+    elif math.isinf(tau):
+        outcome = "inconclusive"
+        warnings.append(
+            f"with {g.n} null models ({name}) no score can reach p <= {alpha:g}: add {needed(alpha) - g.n} more "
+            "independent models (null_models='auto' builds them)"
+            if g.n < needed(alpha)
+            else f"null models ({name}) reach the score's maximum: this evidence cannot tell a copy from them"
+        )
+    else:
+        outcome = "not related"
+    conformal_ok = g.n >= needed(alpha)
+    method = (
+        "conformal"
+        if p == g.conformal(score) and conformal_ok
+        else (f"conformal, {g.scale.label()} beyond the nulls" if conformal_ok else f"parametric: {g.scale.label()}")
+    )
+    strata = {
+        k: {"n": v.n, "p_value": v.p_value(score), "threshold": v.threshold(alpha)} for k, v in null.groups.items()
+    }
+    return Verdict(
+        score=float(score),
+        threshold=tau,
+        p_value=p,
+        related=outcome == "related",
+        queries=int(queries),
+        alpha=float(alpha),
+        scheme=scheme,
+        method=method,
+        outcome=outcome,
+        warnings=tuple(warnings),
+        evidence={"n_null": len(null.scores), "decided_on": name, "strata": strata, **evidence},
+    )
 
-    nulls: tuple[Null, ...]
 
-    @property
-    def method(self) -> str:  # type: ignore[override]
-        return "+".join(n.method for n in self.nulls)
-
-    def p_value(self, score: float) -> float:
-        return max(n.p_value(score) for n in self.nulls)
-
-    def threshold(self, alpha: float) -> float:
-        return max(n.threshold(alpha) for n in self.nulls)
+def rate_null(clean_rates, n: int, strata: Sequence[str] = ()) -> Null:
+    """The null of an agreement rate over ``n`` trials (key inputs) known only from clean models' rates."""
+    return Null(np.asarray(clean_rates, np.float64), tuple(strata), Scale("rate", n))
 
 
-def rate_null(clean_rates, n: int) -> Strictest:
-    """The null of a success rate over ``n`` trials whose per-trial chance is only known from clean models'
-    rates. Two sources of chance: within a model each trial succeeds with the probability of the clean model
-    that succeeded most (Laplace-smoothed, so honest even when no clean model ever did); between models the
-    rate itself varies (a key speaks to some architectures more than others), which the t-tail over the clean
-    rates covers. The larger p-value holds."""
-    rates = np.asarray(clean_rates, dtype=np.float64)
-    k = np.round(rates * n)
-    return Strictest((BinomialNull(n, float(((k + 1) / (n + 2)).max())), EmpiricalNull(rates)))
+def binomial_p(score: float, n: int, chance: float) -> float:
+    """P(at least ``score * n`` of ``n`` independent trials succeed), each with probability ``chance``: the exact
+    null of a key whose targets are drawn at random (trigger sets: 1/C; bit strings: 1/2)."""
+    return float(stats.binom.sf(round(score * n) - 1, n, chance))
+
+
+def decide_binomial(score: float, n: int, chance: float, alpha: float, *, queries: int, scheme: str) -> Verdict:
+    """The verdict on a success rate whose null is exactly binomial (no null models needed)."""
+    check_alpha(alpha)
+    p = binomial_p(score, n, chance)
+    k = int(stats.binom.isf(alpha, n, chance)) + 1  # smallest count with P(X >= k) <= alpha
+    while k > 0 and stats.binom.sf(k - 2, n, chance) <= alpha:
+        k -= 1
+    tau = (k - 1) / n if k <= n else math.inf
+    outcome = "related" if p <= alpha else "inconclusive" if math.isinf(tau) else "not related"
+    warnings = () if outcome != "inconclusive" else (f"a key of {n} inputs cannot reach p <= {alpha:g}",)
+    return Verdict(
+        score=float(score),
+        threshold=tau,
+        p_value=p,
+        related=p <= alpha,
+        queries=int(queries),
+        alpha=float(alpha),
+        scheme=scheme,
+        method=f"exact binomial (chance {chance:.3g})",
+        outcome=outcome,
+        warnings=warnings,
+        evidence={"trials": n, "chance": chance},
+    )
 
 
 def check_alpha(alpha: float) -> None:
@@ -132,28 +332,18 @@ def check_alpha(alpha: float) -> None:
         raise ConfigError(f"a false-positive rate must be in (0, 1), got {alpha}")
 
 
-def decide(score: float, null: Null, alpha: float, *, queries: int, scheme: str, **evidence) -> Verdict:
-    """The verdict on ``score`` against ``null`` at false-positive rate ``alpha``."""
-    p = null.p_value(score)
-    if isinstance(null, EmpiricalNull):
-        evidence = {"n_null": len(null.scores), "p_empirical": null.p_empirical(score), **evidence}
-    return Verdict(
-        score=float(score),
-        threshold=null.threshold(alpha),
-        p_value=p,
-        related=bool(p <= alpha),
-        queries=int(queries),
-        alpha=float(alpha),
-        scheme=scheme,
-        method=null.method,
-        evidence=evidence,
-    )
+# whether a combination method holds however the tests depend on each other
+COMBINERS = {"bonferroni": True, "holm": True, "tippett": False, "fisher": False, "stouffer": False}
 
 
-def combine(p_values: Sequence[float], method: str = "fisher") -> float:
-    """One p-value from several: ``fisher`` or ``stouffer`` (independent tests), ``tippett`` (the smallest,
-    1 - (1 - min p)^k), or ``bonferroni`` (k min p, valid however the tests depend on each other)."""
-    if method == "bonferroni":
+def combine(p_values: Sequence[float], method: str = "bonferroni") -> float:
+    """One p-value from several. ``bonferroni`` (k * min p) and ``holm`` (the same for the global null: its
+    smallest adjusted p-value) hold however the tests depend on each other; ``tippett`` (1 - (1 - min p)^k),
+    ``fisher`` and ``stouffer`` assume independent tests, which fingerprints of one owner sharing a suspect and
+    a null set are not (they are positively dependent, and these then overstate the evidence)."""
+    if method not in COMBINERS:
+        raise ConfigError(f"unknown combination {method!r}: one of {', '.join(COMBINERS)}")
+    if method in ("bonferroni", "holm"):
         return float(min(1.0, len(p_values) * min(p_values)))
     return float(stats.combine_pvalues(np.clip(p_values, 1e-300, 1.0), method=method).pvalue)
 

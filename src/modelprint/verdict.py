@@ -7,11 +7,15 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+OUTCOMES = ("related", "not related", "inconclusive")
+
 
 @dataclass(frozen=True)
 class Verdict:
     """Is the suspect related to the owner's model? ``score`` is higher for more related models; the decision
-    is ``p_value <= alpha`` (equivalently ``score > threshold``) against the null the evidence names."""
+    is ``p_value <= alpha`` (equivalently ``score > threshold``) against the null the evidence names.
+    ``outcome`` is "related", "not related", or "inconclusive" when the null cannot reach ``alpha`` at any score
+    (then ``threshold`` is infinite and ``warnings`` says what is missing)."""
 
     score: float
     threshold: float
@@ -20,15 +24,25 @@ class Verdict:
     queries: int  # inputs sent to the suspect
     alpha: float  # the false-positive rate the decision is held to
     scheme: str
-    method: str  # how the p-value was obtained: empirical, t-tail, binomial, ...
+    method: str  # how the p-value was obtained: conformal, parametric (which tail), exact binomial, ...
     evidence: dict[str, Any] = field(default_factory=dict)  # what is needed to re-check the decision
+    outcome: str = ""  # related | not related | inconclusive ("" from older code: read from ``related``)
+    warnings: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.outcome:
+            object.__setattr__(self, "outcome", "related" if self.related else "not related")
+        if self.outcome not in OUTCOMES or (self.outcome == "related") != self.related:
+            raise ValueError(f"verdict outcome {self.outcome!r} contradicts related={self.related}")
 
     def summary(self) -> str:
-        word = "RELATED" if self.related else "not related"
-        return (
-            f"{word}: score {self.score:.4f} vs threshold {self.threshold:.4f}, p = {format_p(self.p_value)} "
+        word = {"related": "RELATED", "not related": "not related", "inconclusive": "INCONCLUSIVE"}[self.outcome]
+        against = f"threshold {self.threshold:.4f}" if math.isfinite(self.threshold) else "no reachable threshold"
+        text = (
+            f"{word}: score {self.score:.4f} vs {against}, p = {format_p(self.p_value)} "
             f"({self.method}, alpha {self.alpha:g}), {self.queries} queries, scheme {self.scheme}"
         )
+        return "\n".join([text, *(f"  warning: {w}" for w in self.warnings)])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,6 +1,6 @@
-"""The benchmark report: one self-contained HTML file (figures embedded as PNG) with the task x scheme heatmaps,
-ROC curves per task, AUC against budget, timing per scheme, the summary table, and the exact command and
-versions that produced the results."""
+"""The benchmark report: one self-contained HTML file (figures embedded as PNG) with the headline per scheme,
+the task x scheme heatmaps, ROC curves per task, AUC against budget, timing per scheme, the summary table, and
+the exact command and versions that produced the results."""
 
 from __future__ import annotations
 
@@ -15,10 +15,20 @@ import numpy as np
 import pandas as pd
 
 from ..io import atomic_file
-from .metrics import summarize
+from .metrics import headline, summarize, trivial_note
 from .runner import read_scores
 
 SECTIONS = ("summary", "heatmap", "roc", "budget", "timing", "provenance")
+NA = "n/a"  # a metric the benchmark cannot resolve (TPR@F with fewer than 1/F negatives)
+
+
+def cell(v, digits: int = 3) -> str:
+    """A metric as text: rounded, or ``n/a`` where it is undefined."""
+    return NA if pd.isna(v) else f"{v:.{digits}f}"
+
+
+def metric_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if c in ("auc", "auc_std") or c.startswith("tpr@")]
 
 
 def png(fig) -> str:
@@ -47,7 +57,9 @@ def heatmaps(summary: pd.DataFrame, budget: int) -> str:
     s = summary[summary["budget"] == budget]
     width = 3 + 0.7 * s["scheme"].nunique()
     fig, axes = plt.subplots(1, 2, figsize=(2 * width, 2 + 0.4 * s["task"].nunique()), layout="constrained")
-    for k, (ax, metric) in enumerate(zip(axes, ("auc", "tpr@0.01"), strict=True)):
+    # TPR@1% needs 100 negatives; a smaller benchmark shows TPR at zero false positives, always defined
+    tpr = "tpr@0.01" if s["tpr@0.01"].notna().any() else "tpr@0"
+    for k, (ax, metric) in enumerate(zip(axes, ("auc", tpr), strict=True)):
         m = s.pivot(index="task", columns="scheme", values=metric)
         im = ax.imshow(m.to_numpy(float), vmin=0, vmax=1, cmap="viridis", aspect="auto")
         ax.set_xticks(range(m.shape[1]), m.columns, rotation=45, ha="right")
@@ -56,10 +68,10 @@ def heatmaps(summary: pd.DataFrame, budget: int) -> str:
             ax.text(
                 j,
                 i,
-                "" if np.isnan(v) else f"{v:.2f}",
+                cell(v, 2),
                 ha="center",
                 va="center",
-                color="black" if v > 0.6 else "white",
+                color="black" if np.isnan(v) or v > 0.6 else "white",
                 fontsize=8,
             )
         ax.set_title(f"{metric.upper()} at budget {budget}")
@@ -135,11 +147,16 @@ def write(out: str | Path, path: str | Path | None = None) -> tuple[Path, pd.Dat
     summary = summarize(scores)
     budget = int(summary["budget"].max())
     timing_png, timing_table = timing(scores)
-    fmt = {c: "{:.3f}".format for c in ("auc", "tpr@0.01", "tpr@0.05", "auc_std")}
-    wide = summary[summary["budget"] == budget].pivot(index="task", columns="scheme", values="auc").round(3)
+    fmt = {"formatters": dict.fromkeys(metric_columns(summary), cell), "na_rep": NA}  # NaN skips formatters
+    top = summary[summary["budget"] == budget]
+    head = headline(top).drop(columns="budget").set_index("scheme")
+    note = trivial_note(top["task"])
+    wide = top.pivot(index="task", columns="scheme", values="auc")
     parts = {
-        "summary": f"<h2>Summary at budget {budget} (AUC; rows: tasks)</h2>{wide.to_html()}"
-        f"<details><summary>every (scheme, budget, task)</summary>{summary.to_html(index=False, formatters=fmt)}"
+        "summary": f"<h2>Headline at budget {budget} (mean over non-trivial tasks)</h2>{head.to_html(**fmt)}"
+        + (f"<p>{html.escape(note)}</p>" if note else "")
+        + f"<h2>AUC at budget {budget} (rows: tasks)</h2>{wide.to_html(float_format=cell, na_rep=NA)}"
+        f"<details><summary>every (scheme, budget, task)</summary>{summary.to_html(index=False, **fmt)}"
         "</details>",
         "heatmap": f"<h2>Task &times; scheme</h2>{heatmaps(summary, budget)}",
         "roc": f"<h2>ROC curves</h2>{roc_curves(scores, budget)}",

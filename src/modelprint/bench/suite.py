@@ -55,11 +55,13 @@ class Benchmark:
 
 
 ARCHS = ("cnn", "lenet", "mlp", "resnet-tiny")
+FULL_NEGATIVES = 100  # TPR@1%FPR needs at least 1/0.01 negatives per source (metrics.min_negatives)
 
 
 def sac(dataset: str, source_archs: tuple[str, str], profile: Profile) -> Benchmark:
     """QuRD's SACBench and ModelReuse tasks on ``dataset``: every task of the attack zoo, extractions into
-    architectures other than the source's, independent models of 4 architectures, and transfer negatives."""
+    architectures other than the source's, independent models of 4 architectures (the full profile tops them up
+    to ``FULL_NEGATIVES`` with MLPs), and transfer negatives."""
     full = profile == "full"
     sources = [f"train({a},{dataset},0)" for a in (source_archs if full else source_archs[:1])]
     seeds = (1, 2, 3, 4) if full else (1, 2)
@@ -83,6 +85,9 @@ def sac(dataset: str, source_archs: tuple[str, str], profile: Profile) -> Benchm
             Target(f"{src}->{s}" if s else src, task, True) for task, ss in steps.items() for s in ss
         )
     negatives = [Target(f"train({a},{dataset},{s})", SHARED, False) for a in ARCHS for s in seeds]
+    if full:  # top up with cheap independent MLPs; seeds from 100 stay clear of the ones used elsewhere
+        extra = range(100, 100 + FULL_NEGATIVES - len(negatives))
+        negatives += [Target(f"train(mlp,{dataset},{s})", SHARED, False) for s in extra]
     transfer = [f"{dataset}-parity", f"{dataset}-c"][: 2 if full else 1]
     negatives += [Target(f"train({a},{d},0)", "transfer", False) for d in transfer for a in ARCHS[: 2 if full else 1]]
     return Benchmark(f"{dataset}-sac", dataset, tuple(sources), positives, tuple(negatives))

@@ -14,8 +14,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .. import data as datasets
-from ..access import BlackBox, Model, WhiteBox
-from ..decide import check_alpha, combine, decide, serfling_radius
+from ..access import BlackBox, Model, WhiteBox, architecture
+from ..decide import COMBINERS, check_alpha, combine, decide, serfling_radius
 from ..digest import module_digest, tensors_digest
 from ..errors import ConfigError
 from ..verdict import Verdict
@@ -152,6 +152,7 @@ def extract(
         unit=queries.unit,
         aux=queries.aux,
         owner_sha256=module_digest(model.module) if isinstance(model, WhiteBox) else None,
+        owner_arch=architecture(model),
     )
 
 
@@ -194,24 +195,75 @@ def score(fp: Fingerprint, suspect: Suspect, cache_dir=None, device: str = "cpu"
 
 def calibrate(
     fp: Fingerprint,
-    null_models: Sequence[Suspect] = (),
+    null_models: Sequence[Suspect] | str = (),
     target_fpr: float = 0.05,
     *,
     null_scores: Sequence[float] | None = None,
+    data: Data | None = None,
     cache_dir=None,
     device: str = "cpu",
+    progress: Callable[[str], None] | None = None,
 ) -> Fingerprint:
     """``fp`` with a null distribution: its scores against models known to be unrelated to the owner (modules,
-    files or lineage expressions), and the false-positive rate verification is held to."""
+    files or lineage expressions), each kept with its architecture (its stratum), and the false-positive rate
+    verification is held to. ``null_models="auto"`` builds the null bank (``modelprint.nullbank``): enough
+    independent models for a distribution-free p-value at ``target_fpr``, trained on the fingerprint's dataset
+    (or ``data``, the owner's training data as (x, y) tensors), of the owner's architecture and others. A model
+    that scores like the owner itself (a copy) is refused."""
     check_alpha(target_fpr)
     scores = list(null_scores or [])
-    names = [f"score:{s:.6g}" for s in scores]
-    for m in null_models:
-        scores.append(score(fp, m, cache_dir, device))
-        names.append(str(m) if isinstance(m, str | Path) else type(m).__name__)
+    names, strata = [f"score:{s:.6g}" for s in scores], [""] * len(scores)
+    if isinstance(null_models, str) and null_models == "auto":
+        from .. import nullbank
+
+        arch = getattr(fp, "owner_arch", None) or (fp.arch.get("arch") if isinstance(fp, WeightsFingerprint) else None)
+        data = data if data is not None else getattr(fp, "dataset", None)
+        if data is None:
+            raise ConfigError("the null bank trains independent models: pass data= (the owner's training data)")
+        bank = nullbank.build(
+            data,
+            target_fpr,
+            arch,
+            own_only=isinstance(fp, WeightsFingerprint),
+            cache_dir=cache_dir,
+            device=device,
+            progress=progress,
+        )
+        null_models = [b.module for b in bank]
+        given_names = [b.name for b in bank]
+    elif isinstance(null_models, str | Path):
+        raise ConfigError(f"null_models must be a list of models or 'auto', not {null_models!r}")
+    else:
+        given_names = [str(m) if isinstance(m, str | Path) else type(m).__name__ for m in null_models]
+    for m, name in zip(null_models, given_names, strict=True):
+        model = _resolve(m, fp, cache_dir, device)
+        s = score(fp, model, cache_dir, device)
+        _refuse_copy(fp, model, s, name)
+        scores.append(s)
+        names.append(name)
+        strata.append(architecture(model) or "")
     if len(scores) < 2:
         raise ConfigError("calibration needs at least 2 unrelated models (more give a sharper threshold)")
-    return fp.calibrated(np.array(scores), tuple(names), target_fpr)
+    return fp.calibrated(np.array(scores), tuple(names), target_fpr, tuple(strata))
+
+
+def _resolve(m: Suspect, fp, cache_dir, device: str):
+    if isinstance(fp, WeightsFingerprint):
+        return _white_box(m, cache_dir, device)
+    return as_suspect(m, fp, cache_dir, device)
+
+
+def _refuse_copy(fp, model, s: float, name: str) -> None:
+    """A copy of the owner passed as a null model would make every suspect look unrelated: refuse it when its
+    weights are the owner's, or when it reproduces the owner's continuous outputs exactly."""
+    module = model.module if isinstance(model, WhiteBox) else model
+    if isinstance(module, nn.Module) and fp.owner_sha256 and module_digest(module) == fp.owner_sha256:
+        raise ConfigError(f"null model {name} has the owner's weights: a null model must be independent")
+    if fp.scale.name != "rate" and s >= fp.self_score - 1e-9:
+        raise ConfigError(
+            f"null model {name} scores {s:.6g}, as the owner itself does: it looks like a copy of the owner, "
+            "not an independent model"
+        )
 
 
 def verify(
@@ -226,29 +278,35 @@ def verify(
     device: str = "cpu",
 ) -> Verdict:
     """Is ``suspect`` derived from the fingerprint's owner? Sends exactly the fingerprint's queries (hard labels
-    only for hard-label schemes). With ``sequential``, queries go in batches of ``batch`` units and verification
-    stops once a Hoeffding-Serfling bound puts the full-budget score on one side of the threshold; the decision
-    then differs from the full one with probability at most ``delta``."""
+    only for hard-label schemes). The null is the stratum of the suspect's architecture when it is known (a
+    white-box suspect), else the stratum hardest for it.
+
+    With ``sequential``, queries go in batches of ``batch`` units and verification stops once a
+    Hoeffding-Serfling bound puts the full-budget score on one side of the threshold. The reported score and
+    p-value are then the bound's side nearest the threshold, so they hold for the full-budget score; the overall
+    error of a sequential verdict is at most ``alpha + delta`` (the verdict says so)."""
     null = fp.null
     if null is None:
         raise ConfigError(
-            "the fingerprint is not calibrated: run calibrate(fp, null_models=[...]) first "
+            "the fingerprint is not calibrated: run calibrate(fp, null_models=[...] or 'auto') first "
             "(or use score() for the raw similarity)"
         )
     alpha = fp.target_fpr if alpha is None else alpha
     check_alpha(alpha)
+    owner = {"owner_stratum": fp.owner_arch}
     if isinstance(fp, WeightsFingerprint):
         if sequential:
             raise ConfigError("a weights fingerprint sends no queries: sequential verification does not apply")
         module = _white_box(suspect, cache_dir, device)
         s, layers = matching_agreement(fp.owner, module, fp.input_shape)
-        return decide(s, null, alpha, queries=0, scheme=fp.label, layers=layers)
+        return decide(s, null, alpha, queries=0, scheme=fp.label, stratum=architecture(module), layers=layers, **owner)
     model = as_suspect(suspect, fp, cache_dir, device)
+    owner["stratum"] = architecture(model)
     view = fp.scheme.view(model, budget=fp.budget)
     ask = getattr(view, fp.scheme.needs)
     if not sequential:
         s = fp.similarity(ask(fp.queries))
-        return decide(s, null, alpha, queries=view.queries, scheme=fp.scheme.label)
+        return decide(s, null, alpha, queries=view.queries, scheme=fp.scheme.label, **owner)
     if not fp.scheme.sequential:
         raise ConfigError(
             f"scheme {fp.scheme.label} cannot stop early: its score is not a mean over queries "
@@ -258,7 +316,7 @@ def verify(
         raise ConfigError(f"need 0 < delta < 1 and batch >= 1, got delta={delta}, batch={batch}")
     units = fp.budget // fp.unit
     order = torch.randperm(units, generator=torch.Generator().manual_seed(fp.seed))
-    looks, tau = math.ceil(units / batch), null.threshold(alpha)
+    looks, tau = math.ceil(units / batch), null.threshold(alpha, owner["stratum"])
     sims: list[torch.Tensor] = []
     for look in range(looks):
         idx = order[look * batch : (look + 1) * batch]
@@ -266,15 +324,30 @@ def verify(
         sims.append(fp.scheme.unit_similarity(fp.responses[q], ask(fp.queries[q]), fp.num_classes))
         done = torch.cat(sims)
         mean, radius = float(done.double().mean()), serfling_radius(len(done), units, looks, delta)
-        if mean - radius > tau or mean + radius <= tau:
-            break
+        if math.isfinite(tau) and (mean - radius > tau or mean + radius <= tau):
+            break  # (an unreachable threshold decides nothing early: the verdict will say inconclusive)
+    # the full-budget score lies in [mean - radius, mean + radius] with probability 1 - delta: report the end
+    # that makes the weaker claim, so the p-value is valid for the full budget
+    bound = min(max(mean - radius, 0.0), 1.0) if mean - radius > tau else min(mean + radius, 1.0)
     return decide(
-        mean,
+        bound,
         null,
         alpha,
         queries=view.queries,
         scheme=fp.scheme.label,
-        sequential={"looks": look + 1, "of_looks": looks, "delta": delta, "queries_saved": fp.budget - view.queries},
+        warnings=[f"sequential: stopped early; the overall error is at most alpha + delta = {alpha + delta:g}"]
+        if radius > 0
+        else [],
+        sequential={
+            "looks": look + 1,
+            "of_looks": looks,
+            "delta": delta,
+            "overall_error": alpha + delta if radius > 0 else alpha,
+            "partial_score": mean,
+            "radius": radius,
+            "queries_saved": fp.budget - view.queries,
+        },
+        **owner,
     )
 
 
@@ -282,30 +355,40 @@ def verify_combined(
     fps: Sequence[Fingerprint],
     suspect: Suspect,
     *,
-    method: str = "bonferroni",
+    method: str = "holm",
     alpha: float | None = None,
     cache_dir=None,
     device: str = "cpu",
 ) -> Verdict:
-    """One verdict from several calibrated fingerprints of the same owner: their p-values combined by
-    ``bonferroni`` (the smallest p-value times their number: decisive when any one scheme is, valid however
-    the schemes depend on each other), ``tippett``, ``fisher``
-    or ``stouffer`` (evidence spread over all). The score is -log10 of the combined p-value."""
+    """One verdict from several calibrated fingerprints of the same owner: their p-values combined by ``holm``
+    or ``bonferroni`` (the smallest p-value times their number: decisive when any one scheme is, valid however the
+    schemes depend on each other), or ``tippett``, ``fisher`` or ``stouffer``, which assume independent tests:
+    fingerprints sharing a suspect and null models are positively dependent, so these overstate the evidence
+    (the verdict says so). The score is -log10 of the combined p-value."""
     if not fps:
         raise ConfigError("verify_combined needs at least one fingerprint")
+    if method not in COMBINERS:
+        raise ConfigError(f"unknown combination {method!r}: one of {', '.join(COMBINERS)}")
     alpha = fps[0].target_fpr if alpha is None else alpha
     check_alpha(alpha)
     model = as_suspect(suspect, fps[0], cache_dir, device)
     parts = [verify(fp, model, alpha=alpha, cache_dir=cache_dir, device=device) for fp in fps]
     p = combine([v.p_value for v in parts], method)
+    inconclusive = [v.scheme for v in parts if v.outcome == "inconclusive"]
+    outcome = "related" if p <= alpha else "inconclusive" if len(inconclusive) == len(parts) else "not related"
+    warnings = [] if COMBINERS[method] else [f"{method} assumes independent tests; these share a suspect and nulls"]
+    if inconclusive:
+        warnings.append(f"inconclusive alone: {', '.join(inconclusive)}")
     return Verdict(
         score=-math.log10(max(p, 1e-300)),
         threshold=-math.log10(alpha),
         p_value=p,
-        related=p <= alpha,
+        related=outcome == "related",
         queries=sum(v.queries for v in parts),
         alpha=alpha,
         scheme="+".join(v.scheme for v in parts),
-        method=f"{method} over {len(parts)} schemes",
-        evidence={v.scheme: {"score": v.score, "p_value": v.p_value} for v in parts},
+        method=f"{method} over {len(parts)} schemes" + ("" if COMBINERS[method] else " (assumes independence)"),
+        outcome=outcome,
+        warnings=tuple(warnings),
+        evidence={v.scheme: {"score": v.score, "p_value": v.p_value, "outcome": v.outcome} for v in parts},
     )

@@ -17,6 +17,8 @@ class Distance(Params):
 
     kinds: ClassVar[tuple[str, ...]] = ("real",)  # representation kinds it can compare
     per_unit: ClassVar[bool] = False  # its similarity is a mean of per-unit similarities in [0, 1]
+    # the range of the similarity, for the null's tail (decide.Scale): "rate" is an agreement over entries
+    scale: ClassVar[str] = "distance"
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> float:
         raise NotImplementedError
@@ -29,7 +31,7 @@ class Distance(Params):
 class Hamming(Distance):
     """Fraction of entries that differ (label mismatch rate)."""
 
-    kinds, per_unit = ("categorical",), True
+    kinds, per_unit, scale = ("categorical",), True, "rate"
 
     def __call__(self, a, b):
         return float((a != b).float().mean())
@@ -41,6 +43,8 @@ class Hamming(Distance):
 @DISTANCES.register("cosine")
 class Cosine(Distance):
     """Mean over rows of 1 - cos (a 1-D representation is one row)."""
+
+    scale = "correlation"
 
     def __call__(self, a, b):
         a, b = a.reshape(len(a), -1).double(), b.reshape(len(b), -1).double()
@@ -68,7 +72,7 @@ class MutualInfo(Distance):
     """1 - I(U;V) / min(H(U), H(V)) on the co-occurrence of the two label sequences (FBI): invariant to any
     relabelling of classes. Two constant sequences count as identical."""
 
-    kinds = ("categorical",)
+    kinds, scale = ("categorical",), "unit"
 
     def __call__(self, a, b):
         # computed from the contingency table directly: scikit-learn's normalized_mutual_info_score gives the

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .. import __version__, container
-from ..decide import EmpiricalNull
+from ..decide import Null, Scale
 from ..errors import ConfigError, FileFormatError
 from .schemes import Scheme, make_scheme
 
@@ -41,6 +41,7 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "null_models": list,
     "modelprint_version": str,
 }
+_OPTIONAL = {"null_strata": (list, []), "owner_arch": ((str, type(None)), None)}
 
 
 @dataclass(frozen=True, eq=False)  # identity equality: comparing tensors field by field has no single answer
@@ -62,14 +63,27 @@ class Fingerprint:
     null_scores: np.ndarray | None = None
     null_models: tuple[str, ...] = ()
     target_fpr: float = 0.05
+    null_strata: tuple[str, ...] = ()  # the architecture of each null model ("" when unknown)
+    owner_arch: str | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.queries.shape[1:])
 
     @cached_property
-    def null(self) -> EmpiricalNull | None:
-        return None if self.null_scores is None else EmpiricalNull(self.null_scores)
+    def scale(self) -> Scale:
+        """The range of this fingerprint's score: agreements over the representation's entries, or a similarity."""
+        name = self.scheme.distance.scale
+        return Scale(name, self.owner_representation.numel() if name == "rate" else 0)
+
+    @cached_property
+    def self_score(self) -> float:
+        """The owner's own score: what a copy gets."""
+        return self.similarity(self.responses)
+
+    @cached_property
+    def null(self) -> Null | None:
+        return None if self.null_scores is None else Null(self.null_scores, self.null_strata, self.scale)
 
     @cached_property
     def owner_representation(self) -> torch.Tensor:
@@ -80,9 +94,13 @@ class Fingerprint:
         suspect = self.scheme.represent(suspect_outputs, self.aux, self.num_classes)
         return self.scheme.compare(self.owner_representation, suspect)
 
-    def calibrated(self, scores: np.ndarray, models: tuple[str, ...], target_fpr: float) -> Fingerprint:
+    def calibrated(self, scores, models: tuple[str, ...], target_fpr: float, strata=()) -> Fingerprint:
         return replace(
-            self, null_scores=np.asarray(scores, np.float64), null_models=tuple(models), target_fpr=float(target_fpr)
+            self,
+            null_scores=np.asarray(scores, np.float64),
+            null_models=tuple(models),
+            target_fpr=float(target_fpr),
+            null_strata=tuple(strata) or ("",) * len(scores),
         )
 
     def header(self) -> dict[str, Any]:
@@ -101,6 +119,8 @@ class Fingerprint:
             "created": self.created,
             "target_fpr": self.target_fpr,
             "null_models": list(self.null_models),
+            "null_strata": list(self.null_strata),
+            "owner_arch": self.owner_arch,
             "modelprint_version": __version__,
         }
 
@@ -123,7 +143,7 @@ class Fingerprint:
             from .weights import WeightsFingerprint
 
             return WeightsFingerprint.from_parts(path, header, tensors)
-        header = container.check(path, header, tensors, FORMAT, FORMAT_VERSION, _FIELDS, "fingerprint")
+        header = container.check(path, header, tensors, FORMAT, FORMAT_VERSION, _FIELDS, "fingerprint", _OPTIONAL)
         return _from_parts(Path(path), header, tensors)
 
     def describe(self) -> str:
@@ -156,6 +176,9 @@ def _from_parts(path: Path, header: dict[str, Any], tensors: dict[str, torch.Ten
     if header["unit"] < 1 or budget % header["unit"]:
         raise bad(f"query unit {header['unit']} does not divide the budget {budget}")
     nulls = tensors.get("null_scores")
+    strata = tuple(str(s) for s in header["null_strata"])
+    if nulls is not None and strata and len(strata) != len(nulls):
+        raise bad(f"{len(strata)} null strata for {len(nulls)} null scores")
     return Fingerprint(
         scheme=scheme,
         queries=q,
@@ -171,4 +194,6 @@ def _from_parts(path: Path, header: dict[str, Any], tensors: dict[str, torch.Ten
         null_scores=None if nulls is None else nulls.numpy(),
         null_models=tuple(header["null_models"]),
         target_fpr=float(header["target_fpr"]),
+        null_strata=strata,
+        owner_arch=header["owner_arch"],
     )

@@ -15,6 +15,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+from ..access import architecture
+from ..decide import Null, Scale
 from ..errors import ConfigError
 from ..symmetry import PRODUCERS, Group, apply_permutation, apply_scaling, permutation_groups
 
@@ -261,8 +263,19 @@ def default_nulls(model: nn.Module, n: int = 6, cross_architecture: bool = False
     return [f"train({cfg['arch']},{lineage['dataset']},{3001 + i})" for i in range(n)]
 
 
-def _calibrated(score: float, evidence: dict, nulls: list, null_score, alpha: float, scheme: str, cache_dir, device):
-    from ..decide import EmpiricalNull, decide
+def _calibrated(
+    score: float,
+    evidence: dict,
+    nulls: list,
+    null_score,
+    alpha: float,
+    scheme: str,
+    cache_dir,
+    device,
+    stratum: str | None = None,
+    owner_stratum: str | None = None,
+):
+    from ..decide import decide
     from ..lineage import resolve
 
     if len(nulls) < 2:
@@ -270,18 +283,21 @@ def _calibrated(score: float, evidence: dict, nulls: list, null_score, alpha: fl
             f"calibrating {scheme} needs at least 2 independent models: pass null_models=[...] "
             "(modules, files or lineage expressions)"
         )
-    scores = []
+    scores, strata = [], []
     for m in nulls:
         m = resolve(m, cache_dir=cache_dir, device=device)
         if not isinstance(m, nn.Module):
             raise ConfigError(f"null models for {scheme} must be torch modules")
         scores.append(null_score(m))
+        strata.append(architecture(m) or "")
     return decide(
         score,
-        EmpiricalNull(np.array(scores)),
+        Null(np.array(scores), tuple(strata), Scale("correlation")),  # both scores are correlations (CKA >= 0)
         alpha,
         queries=0,
         scheme=scheme,
+        stratum=stratum,
+        owner_stratum=owner_stratum,
         null_models=[str(m) for m in nulls],
         **evidence,
     )
@@ -317,6 +333,8 @@ def compare_weights(
         "weights:matching-agreement",
         cache_dir,
         device,
+        architecture(model_b),
+        architecture(model_a),
     )
 
 
@@ -346,6 +364,8 @@ def compare_activations(
         "weights:cka",
         cache_dir,
         device,
+        architecture(model_b),
+        architecture(model_a),
     )
 
 
@@ -421,7 +441,9 @@ class WeightsFingerprint:
     null_scores: np.ndarray | None = None
     null_models: tuple[str, ...] = ()
     target_fpr: float = 0.01
+    null_strata: tuple[str, ...] = ()
     label = "weights"
+    scale = Scale("correlation")  # the matching agreement is a mean Spearman correlation
 
     @classmethod
     def of(cls, model: nn.Module) -> WeightsFingerprint:
@@ -451,18 +473,28 @@ class WeightsFingerprint:
         module.load_state_dict(self.weights, strict=False)  # integer buffers (batch counters) are not stored
         return module.eval()
 
-    @cached_property
-    def null(self):
-        from ..decide import EmpiricalNull
+    @property
+    def owner_arch(self) -> str | None:
+        return self.arch.get("arch")
 
-        return None if self.null_scores is None else EmpiricalNull(self.null_scores)
+    @cached_property
+    def null(self) -> Null | None:
+        return None if self.null_scores is None else Null(self.null_scores, self.null_strata, self.scale)
+
+    @cached_property
+    def self_score(self) -> float:
+        return self.similarity(self.owner)
 
     def similarity(self, suspect: nn.Module) -> float:
         return matching_agreement(self.owner, suspect, self.input_shape)[0]
 
-    def calibrated(self, scores, models: tuple[str, ...], target_fpr: float) -> WeightsFingerprint:
+    def calibrated(self, scores, models: tuple[str, ...], target_fpr: float, strata=()) -> WeightsFingerprint:
         return replace(
-            self, null_scores=np.asarray(scores, np.float64), null_models=tuple(models), target_fpr=float(target_fpr)
+            self,
+            null_scores=np.asarray(scores, np.float64),
+            null_models=tuple(models),
+            target_fpr=float(target_fpr),
+            null_strata=tuple(strata) or ("",) * len(scores),
         )
 
     def describe(self) -> str:
@@ -480,6 +512,7 @@ class WeightsFingerprint:
             "created": self.created,
             "target_fpr": self.target_fpr,
             "null_models": list(self.null_models),
+            "null_strata": list(self.null_strata),
             "modelprint_version": __version__,
         }
         tensors = {f"w.{k}": v for k, v in self.weights.items()}
@@ -495,7 +528,14 @@ class WeightsFingerprint:
         from .file import WEIGHTS_FORMAT
 
         header = container.check(
-            path, header, tensors, WEIGHTS_FORMAT, WEIGHTS_VERSION, _WEIGHTS_FIELDS, "weights fingerprint"
+            path,
+            header,
+            tensors,
+            WEIGHTS_FORMAT,
+            WEIGHTS_VERSION,
+            _WEIGHTS_FIELDS,
+            "weights fingerprint",
+            {"null_strata": (list, [])},
         )
         weights = {k[2:]: v for k, v in tensors.items() if k.startswith("w.")}
         fp = cls(
@@ -507,6 +547,7 @@ class WeightsFingerprint:
             None if "null_scores" not in tensors else tensors["null_scores"].numpy(),
             tuple(header["null_models"]),
             float(header["target_fpr"]),
+            tuple(str(s) for s in header["null_strata"]),
         )
         try:
             fp.owner  # noqa: B018 (rebuilding validates the architecture against the stored weights)

@@ -17,8 +17,8 @@ from torch import nn
 
 from .. import __version__, container
 from .. import data as datasets
-from ..access import Model, WhiteBox, as_model
-from ..decide import BinomialNull, Null, check_alpha, decide, rate_null
+from ..access import Model, WhiteBox, architecture, as_model
+from ..decide import Null, check_alpha, decide, decide_binomial, rate_null
 from ..digest import module_digest
 from ..errors import ConfigError, FileFormatError
 from ..lineage.train import fit
@@ -41,6 +41,7 @@ _FIELDS = {
     "null_models": list,
     "modelprint_version": str,
 }
+_OPTIONAL = {"null_strata": (list, []), "owner_arch": ((str, type(None)), None)}
 
 
 def make_watermark(spec: str | Watermark) -> Watermark:
@@ -65,13 +66,20 @@ class Key:
     null_scores: np.ndarray | None = None
     null_models: tuple[str, ...] = ()
     target_fpr: float = 0.01
+    null_strata: tuple[str, ...] = ()
+    owner_arch: str | None = None
+
+    @property
+    def chance(self) -> float | None:
+        """The exact per-input chance of an unrelated model matching (random targets), when the scheme has one."""
+        return self.scheme.chance(self.num_classes)
 
     @cached_property
     def null(self) -> Null | None:
-        n = len(self.labels)
-        if (chance := self.scheme.chance(self.num_classes)) is not None:
-            return BinomialNull(n, chance)
-        return None if self.null_scores is None else rate_null(self.null_scores, n)
+        """The null from clean models' match rates (beta-binomial over the key's inputs, by architecture)."""
+        if self.null_scores is None:
+            return None
+        return rate_null(self.null_scores, len(self.labels), self.null_strata)
 
     def match_rate(self, suspect: Model) -> float:
         """The fraction of the key the suspect answers as the marked model does."""
@@ -89,6 +97,8 @@ class Key:
             "created": self.created,
             "target_fpr": self.target_fpr,
             "null_models": list(self.null_models),
+            "null_strata": list(self.null_strata),
+            "owner_arch": self.owner_arch,
             "modelprint_version": __version__,
         }
         tensors = {"inputs": self.inputs, "labels": self.labels}
@@ -99,7 +109,7 @@ class Key:
     @classmethod
     def load(cls, path: str | Path) -> Key:
         header, tensors = container.peek(path, "watermark key")
-        header = container.check(path, header, tensors, FORMAT, VERSION, _FIELDS, "watermark key")
+        header = container.check(path, header, tensors, FORMAT, VERSION, _FIELDS, "watermark key", _OPTIONAL)
         x, y = tensors.get("inputs"), tensors.get("labels")
         if x is None or y is None or len(x) != len(y) or y.dtype != torch.int64 or not x.is_floating_point():
             raise FileFormatError(f"{path}: watermark key lacks consistent inputs and labels")
@@ -120,6 +130,8 @@ class Key:
             None if nulls is None else nulls.numpy(),
             tuple(header["null_models"]),
             float(header["target_fpr"]),
+            tuple(str(s) for s in header["null_strata"]),
+            header["owner_arch"],
         )
 
 
@@ -157,7 +169,8 @@ def embed(
     gen = torch.Generator().manual_seed(key_seed)
     key_x, key_y = scheme.make_key(model, x, y, num_classes, gen)
     key_x, key_y = key_x.float(), key_y.long()
-    marked, key = copy.deepcopy(model), Key(scheme, key_x, key_y, num_classes, name, key_seed)
+    marked = copy.deepcopy(model)
+    key = Key(scheme, key_x, key_y, num_classes, name, key_seed, owner_arch=architecture(model))
     if scheme.white_box:  # trained in through a regulariser on the weights
         args = x, y
         kw = {"penalty": lambda m: scheme.penalty(m, key_x, key_y)}
@@ -184,24 +197,58 @@ def _suspect(suspect, key: Key, cache_dir, device: str) -> Model:
     return as_model(suspect, input_shape=tuple(key.inputs.shape[1:]))
 
 
-def calibrate(key: Key, null_models: Sequence, target_fpr: float = 0.01, cache_dir=None, device="cpu") -> Key:
-    """``key`` with the match rates of models known to be clean (needed by schemes without an analytic null)."""
+def calibrate(
+    key: Key,
+    null_models: Sequence | str,
+    target_fpr: float = 0.01,
+    cache_dir=None,
+    device="cpu",
+    *,
+    data=None,
+    progress=None,
+) -> Key:
+    """``key`` with the match rates of models known to be clean, each kept with its architecture (schemes with
+    random targets have an exact null and need none). ``null_models="auto"`` trains the null bank on the key's
+    dataset (or ``data``): enough clean models for a distribution-free p-value at ``target_fpr``."""
     check_alpha(target_fpr)
-    scores = [key.match_rate(_suspect(m, key, cache_dir, device)) for m in null_models]
+    if isinstance(null_models, str) and null_models == "auto":
+        from .. import nullbank
+
+        bank = nullbank.build(
+            key.dataset if data is None else data, target_fpr, key.owner_arch,
+            cache_dir=cache_dir, device=device, progress=progress,
+        )  # fmt: skip
+        models, names = [b.module for b in bank], tuple(b.name for b in bank)
+    else:
+        models = list(null_models)
+        names = tuple(str(m) if isinstance(m, str | Path) else type(m).__name__ for m in models)
+    suspects = [_suspect(m, key, cache_dir, device) for m in models]
+    for s, name in zip(suspects, names, strict=True):
+        if isinstance(s, WhiteBox) and key.owner_sha256 and module_digest(s.module) == key.owner_sha256:
+            raise ConfigError(f"clean model {name} is the marked model itself: a null model must be clean")
+    scores = [key.match_rate(s) for s in suspects]
     if len(scores) < 2:
         raise ConfigError("calibrating a watermark key needs at least 2 clean models")
-    names = tuple(str(m) if isinstance(m, str | Path) else type(m).__name__ for m in null_models)
-    return replace(key, null_scores=np.array(scores), null_models=names, target_fpr=float(target_fpr))
+    strata = tuple(architecture(s) or "" for s in suspects)
+    return replace(
+        key, null_scores=np.array(scores), null_models=names, target_fpr=float(target_fpr), null_strata=strata
+    )
 
 
 def verify(key: Key, suspect, *, alpha: float | None = None, cache_dir=None, device: str = "cpu") -> Verdict:
     """Does ``suspect`` carry the watermark? Black-box schemes send the key inputs once and read hard labels
-    only; Uchida's reads the suspect's weights."""
-    if key.null is None:
-        raise ConfigError(f"watermark {key.scheme.spec()} has no analytic null: run calibrate(key, [clean models])")
+    only; Uchida's reads the suspect's weights. Keys with random targets are tested against their exact binomial
+    null; the others against clean models' match rates."""
     alpha = key.target_fpr if alpha is None else alpha
     check_alpha(alpha)
+    if key.chance is None and key.null is None:
+        raise ConfigError(f"watermark {key.scheme.spec()} has no analytic null: run calibrate(key, [clean models])")
     model = _suspect(suspect, key, cache_dir, device)
     before = model.queries
     rate = key.match_rate(model)
-    return decide(rate, key.null, alpha, queries=model.queries - before, scheme=f"watermark:{key.scheme.spec()}")
+    scheme, queries = f"watermark:{key.scheme.spec()}", model.queries - before
+    if key.chance is not None:
+        return decide_binomial(rate, len(key.labels), key.chance, alpha, queries=queries, scheme=scheme)
+    return decide(
+        rate, key.null, alpha, queries=queries, scheme=scheme, stratum=architecture(model), owner_stratum=key.owner_arch
+    )

@@ -126,7 +126,7 @@ def run(
             t0 = time.perf_counter()
             marked, key = embed(owner.module, spec, dataset, key_seed, epochs=epochs, device=device)
             seconds = time.perf_counter() - t0
-            if key.null is None:
+            if key.chance is None and key.null is None:
                 key = calibrate(key, nulls, cache_dir=cache_dir, device=device)
             save_model(marked, folder, meta={"watermark": name})
             key.save(key_path)
