@@ -205,29 +205,25 @@ class Null:
                 out[name] = StratumNull(scores, self.scale)
         return out
 
-    def stratum_for(self, score: float, stratum: str | None) -> str:
-        """The stratum a verdict is decided on: the suspect's when the null has it, else the hardest."""
+    def _candidates(self, stratum: str | None, alpha: float | None) -> list[str]:
+        """The strata a verdict may be decided on: the suspect's alone when it has enough models for a
+        distribution-free decision at ``alpha``; the suspect's and the pooled null when it has fewer (a tail
+        fitted to a handful of models is not trusted alone); every stratum when the suspect's is unknown."""
         if stratum in self.groups:
-            return stratum
-        return max(self.groups, key=lambda g: (self.groups[g].p_value(score), g == MIXED))
+            enough = alpha is None or self.groups[stratum].n >= needed(alpha)
+            return [stratum] if enough else [stratum, MIXED]
+        return list(self.groups)
+
+    def stratum_for(self, score: float, stratum: str | None, alpha: float | None = None) -> str:
+        """The stratum a verdict is decided on: the one of the candidates giving the largest p-value."""
+        return max(self._candidates(stratum, alpha), key=lambda g: (self.groups[g].p_value(score), g == MIXED))
 
     def p_value(self, score: float, stratum: str | None = None) -> float:
         return self.groups[self.stratum_for(score, stratum)].p_value(score)
 
     def threshold(self, alpha: float, stratum: str | None = None) -> float:
         check_alpha(alpha)
-        groups = [self.groups[stratum]] if stratum in self.groups else list(self.groups.values())
-        return max(g.threshold(alpha) for g in groups)
-
-
-def copy_check(score: float, self_score: float, name: str) -> None:
-    """Refuse a null model that scores like the owner itself: a copy passed as independent would make every
-    suspect look unrelated."""
-    if score >= self_score - 1e-9:
-        raise ConfigError(
-            f"null model {name} scores {score:.6g}, as the owner itself does: it looks like a copy of the owner, "
-            "not an independent model"
-        )
+        return max(self.groups[g].threshold(alpha) for g in self._candidates(stratum, alpha))
 
 
 def decide(
@@ -245,7 +241,7 @@ def decide(
     """The verdict on ``score`` against ``null`` at false-positive rate ``alpha``. ``stratum`` is the suspect's
     architecture when known; ``owner_stratum`` the owner's, to warn when the null has no model like it."""
     check_alpha(alpha)
-    name = null.stratum_for(score, stratum)
+    name = null.stratum_for(score, stratum, alpha)
     g = null.groups[name]
     p = g.p_value(score)
     tau = g.threshold(alpha)
