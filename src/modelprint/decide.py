@@ -165,10 +165,7 @@ class StratumNull:
         if self.scale.name == "rate":
             n = self.scale.trials
             a, b = self._betabinom
-            k_min = int(stats.betabinom.isf(alpha, n, a, b)) + 1  # smallest count with P(K >= k) <= alpha
-            while k_min > 0 and stats.betabinom.sf(k_min - 2, n, a, b) <= alpha:
-                k_min -= 1  # isf's rounding: step down while the count below still qualifies
-            return max(top, (k_min - 1) / n)
+            return max(top, _rate_threshold(stats.betabinom(n, a, b), n, alpha))
         mean, scale, df = self._t
         return max(top, self.scale.inverse(mean + scale * special.stdtrit(df, 1 - alpha)))
 
@@ -302,10 +299,7 @@ def decide_binomial(score: float, n: int, chance: float, alpha: float, *, querie
     """The verdict on a success rate whose null is exactly binomial (no null models needed)."""
     check_alpha(alpha)
     p = binomial_p(score, n, chance)
-    k = int(stats.binom.isf(alpha, n, chance)) + 1  # smallest count with P(X >= k) <= alpha
-    while k > 0 and stats.binom.sf(k - 2, n, chance) <= alpha:
-        k -= 1
-    tau = (k - 1) / n if k <= n else math.inf
+    tau = _rate_threshold(stats.binom(n, chance), n, alpha)
     outcome = "related" if p <= alpha else "inconclusive" if math.isinf(tau) else "not related"
     warnings = () if outcome != "inconclusive" else (f"a key of {n} inputs cannot reach p <= {alpha:g}",)
     return Verdict(
@@ -321,6 +315,15 @@ def decide_binomial(score: float, n: int, chance: float, alpha: float, *, querie
         warnings=warnings,
         evidence={"trials": n, "chance": chance},
     )
+
+
+def _rate_threshold(counts, n: int, alpha: float) -> float:
+    """The rate above which P(K >= k) <= alpha for the count distribution ``counts`` over ``n`` trials, or
+    infinity when not even ``n`` successes get there."""
+    k = int(counts.isf(alpha)) + 1  # smallest count with P(K >= k) <= alpha, up to isf's rounding
+    while k > 0 and counts.sf(k - 2) <= alpha:
+        k -= 1  # isf's rounding: step down while the count below still qualifies
+    return (k - 1) / n if k <= n else math.inf
 
 
 def check_alpha(alpha: float) -> None:
