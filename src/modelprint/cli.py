@@ -576,13 +576,12 @@ def schemes_cmd() -> None:
     from .fingerprint import DISTANCES, NAMED, REPRESENTATIONS, SAMPLERS, make_scheme
 
     named = Table(title="named schemes")
-    for col in ("scheme", "components", "access at verification", "sequential", "what"):
+    for col in ("scheme", "components", "access at verification", "sequential", "what", "deviation from the paper"):
         named.add_column(col)
-    for name, (_, what) in NAMED.items():
+    for name, (_, what, deviation) in NAMED.items():
         s = make_scheme(name)
-        named.add_row(
-            name, s.components, "hard labels" if s.needs == "labels" else s.needs, "yes" if s.sequential else "", what
-        )
+        access = "hard labels" if s.needs == "labels" else s.needs
+        named.add_row(name, s.components, access, "yes" if s.sequential else "", what, deviation)
     console.print(named)
     for title, reg in (("query samplers", SAMPLERS), ("representations", REPRESENTATIONS), ("distances", DISTANCES)):
         table = Table(title=title)
@@ -599,7 +598,10 @@ def schemes_cmd() -> None:
 
 # --- benchmarks ------------------------------------------------------------------------------------------
 
-BLACK_BOX_SCHEMES = ("AKH", "SAC-w", "SAC-m", "ModelDiff", "IPGuard", "ZestOfLIME", "FBI", "Random", "CAE", "Divergent")
+# every named scheme (fingerprint.NAMED) verifies a suspect from its answers alone
+BLACK_BOX_SCHEMES = (
+    "AKH", "SAC-w", "SAC-m", "ModelDiff", "IPGuard", "ZestOfLIME", "FBI", "FBI-labels", "Random", "CAE", "Divergent"
+)  # fmt: skip
 
 
 def _ints(text: str, what: str) -> list[int]:

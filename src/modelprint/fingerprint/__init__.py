@@ -1,6 +1,7 @@
 """Functional fingerprints: query samplers x representations x distances (QuRD's decomposition), the named
 schemes of the literature, the fingerprint file, and the extract / calibrate / verify workflow."""
 
+from . import crafted  # noqa: F401  (registers the samplers that optimise their queries)
 from .api import calibrate, extract, score, verify, verify_combined
 from .distances import DISTANCES, Distance
 from .file import Fingerprint

@@ -31,6 +31,14 @@ Suspect = Model | nn.Module | Callable[[torch.Tensor], Any] | str | Path
 # owner's data is a registered dataset. Their seeds are far from the small seeds users and benchmarks pick.
 HELPER_ARCHS = ("lenet", "mlp", "resnet-tiny", "cnn")
 REFERENCE_SEED, SURROGATE_SEED = 1001, 2001
+# The surrogates' recipe is a thief's that no benchmark evaluates (augmented own inputs, SGD, 30 epochs): a
+# fingerprint must not be tuned to the very attack it is scored on (tests/test_leakage.py enforces it).
+SURROGATE_RECIPE = "queries=augment,optimizer=sgd,epochs=30"
+
+
+def surrogate_step(arch: str, seed: int) -> str:
+    """The lineage step that builds a default surrogate of the owner."""
+    return f"label_extract({arch},{seed},{SURROGATE_RECIPE})"
 
 
 def held_out(data: Data) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -66,7 +74,7 @@ def _owner(owner: Model | nn.Module, x: torch.Tensor, device: str) -> Model:
 
 def _builders(owner: Model, dataset: str | None, references, surrogates, cache_dir, device):
     """Functions giving ``n`` reference models and ``n`` surrogates: the user's, or built by the lineage module."""
-    from ..lineage import OPS, build, resolve
+    from ..lineage import build, resolve, step
     from ..lineage.ops import Node
 
     def given(models: Sequence, kind: str) -> Callable[[int], list[nn.Module]]:
@@ -95,9 +103,9 @@ def _builders(owner: Model, dataset: str | None, references, surrogates, cache_d
         for i in range(n):
             arch, seed = HELPER_ARCHS[i % len(HELPER_ARCHS)], SURROGATE_SEED + i
             if cached:
-                out.append(build(f"{lineage['expression']}->label_extract({arch},{seed})", cache_dir, device))
+                out.append(build(f"{lineage['expression']}->{surrogate_step(arch, seed)}", cache_dir, device))
             else:  # an owner the zoo did not build (or changed since): extract from it directly, not cached
-                op = OPS.make("label_extract", arch, seed)
+                op = step(surrogate_step(arch, seed))
                 out.append(op.apply(Node(owner.module, dataset), device=device).module)
         return out
 

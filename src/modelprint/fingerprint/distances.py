@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
@@ -49,6 +50,26 @@ class Cosine(Distance):
     def __call__(self, a, b):
         a, b = a.reshape(len(a), -1).double(), b.reshape(len(b), -1).double()
         return float((1 - F.cosine_similarity(a, b, dim=1, eps=1e-12)).mean())
+
+
+@DISTANCES.register("aligned-cosine")
+class AlignedCosine(Distance):
+    """Zest's distance (Jia et al. 2022): the columns (classes) of the suspect's matrix are first matched one to
+    one with the owner's, greedily by smallest cosine distance (so a model whose classes were renamed still
+    compares), then one cosine distance between the two flattened matrices."""
+
+    scale = "correlation"
+
+    def __call__(self, a, b):
+        a, b = a.reshape(-1, a.shape[-1]).double(), b.reshape(-1, b.shape[-1]).double()
+        na, nb = F.normalize(a, dim=0, eps=1e-12), F.normalize(b, dim=0, eps=1e-12)
+        cost = 1 - na.T @ nb  # (classes, classes) cosine distances between columns
+        order = torch.empty(a.shape[1], dtype=torch.long)
+        for _ in range(a.shape[1]):
+            i, j = divmod(int(cost.argmin()), cost.shape[1])
+            order[i] = j
+            cost[i, :], cost[:, j] = math.inf, math.inf
+        return float(1 - F.cosine_similarity(a.flatten(), b[:, order].flatten(), dim=0, eps=1e-12))
 
 
 @DISTANCES.register("l2")

@@ -126,30 +126,6 @@ def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
-def pgd(
-    module: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps: float,
-    steps: int,
-    gen: torch.Generator,
-    low: float,
-    high: float,
-    device: str = "cpu",
-) -> torch.Tensor:
-    """Untargeted L-infinity PGD with a random start (Madry et al.), step 2.5 eps / steps, inputs kept in range."""
-    x, y = x.to(device), y.to(device)
-    delta = ((torch.rand(x.shape, generator=gen) * 2 - 1) * eps).to(device)
-    step = 2.5 * eps / max(steps, 1)
-    for _ in range(steps):
-        delta.requires_grad_(True)
-        loss = F.cross_entropy(module(x + delta), y)
-        (g,) = torch.autograd.grad(loss, delta)
-        delta = (delta.detach() + step * g.sign()).clamp(-eps, eps)
-        delta = (x + delta).clamp(low, high) - x
-    return (x + delta).detach().cpu()
-
-
 def segment_map(shape: tuple[int, ...], segments: int) -> torch.Tensor:
     """Fixed rectangular patches (images) or windows (signals) as LIME's segments: an int map of ``shape``.
     Superpixel algorithms are meaningless on 8x8 digits or 1-D signals, so the segments are a regular grid."""
@@ -209,89 +185,33 @@ class Negative(Sampler):
         return Queries(torch.cat([wrong, extra]))
 
 
-@SAMPLERS.register("adversarial")
-class Adversarial(Sampler):
-    """ModelDiff's pairs: budget/2 seeds, each followed by its untargeted PGD adversarial example on the owner
-    (L-infinity radius ``eps`` of the input range)."""
-
-    layout = "pairs"
-
-    def __init__(self, eps: float = 0.03, steps: int = 10):
-        self.eps, self.steps = eps, steps
-
-    def check_budget(self, budget: int) -> None:
-        if budget < 2 or budget % 2:
-            raise ConfigError(
-                f"adversarial queries come in (seed, adversarial) pairs: the budget must be even, got {budget}"
-            )
-
-    def sample(self, ctx: Context) -> Queries:
-        module = ctx.owner_module(self)
-        seeds = ctx.x[ctx.pick(ctx.budget // 2)]
-        adv = pgd(
-            module,
-            seeds,
-            ctx.owner.labels(seeds),
-            self.eps * ctx.span,
-            self.steps,
-            ctx.gen,
-            ctx.low,
-            ctx.high,
-            ctx.device,
-        )
-        return Queries(torch.stack([seeds, adv], 1).flatten(0, 1), "pairs", 2)
-
-
-@SAMPLERS.register("boundary")
-class Boundary(Sampler):
-    """IPGuard's points near the owner's decision boundary: from each seed (owner's class i, random target j != i),
-    Adam on ReLU(Z_i - Z_j + k) + ReLU(max_{t != i, j} Z_t - Z_i) until j wins by margin k with i runner-up."""
-
-    def __init__(self, k: float = 10.0, lr: float = 0.01, steps: int = 1000):
-        self.k, self.lr, self.steps = k, lr, steps
-
-    def sample(self, ctx: Context) -> Queries:
-        module = ctx.owner_module(self)
-        x = ctx.x[ctx.pick(ctx.budget)].to(ctx.device)
-        with torch.no_grad():
-            logits = module(x)
-        c = logits.shape[1]
-        i = logits.argmax(1, keepdim=True)
-        j = (i + torch.randint(1, c, i.shape, generator=ctx.gen).to(ctx.device)) % c  # never equal to i
-        both = torch.zeros_like(logits, dtype=torch.bool).scatter(1, i, True).scatter(1, j, True)
-        x.requires_grad_(True)
-        opt = torch.optim.Adam([x], lr=self.lr)
-        for _ in range(self.steps):
-            z = module(x)
-            zi, zj = z.gather(1, i), z.gather(1, j)
-            rest = z.masked_fill(both, -math.inf).max(1, keepdim=True).values  # -inf, not 0: logits can be < 0
-            loss = F.relu(zi - zj + self.k) + F.relu(rest - zi)
-            if not (loss > 0).any():
-                break
-            (x.grad,) = torch.autograd.grad(loss.sum(), x)
-            opt.step()
-        return Queries(x.detach().cpu())
-
-
 @SAMPLERS.register("lime")
 class Lime(Sampler):
-    """ZestOfLIME's queries: budget/``samples`` reference inputs, each with ``samples`` random on/off masks over
-    ``segments`` fixed patches (the first mask keeps everything); hidden patches take the data's mean."""
+    """Zest's queries (Jia et al. 2022): reference inputs, each with ``samples`` random on/off masks over
+    ``segments`` fixed patches (the first mask keeps everything); hidden patches take the data's mean (zero in
+    the paper's normalised space). The paper spends 1000 masks on each of 128 references; ``samples=0`` spends
+    min(1000, budget) per reference, as many references as the budget allows. Deviation: a regular grid of
+    segments instead of quickshift superpixels, which mean nothing on 8x8 digits or 1-D signals."""
 
     layout = "groups"
 
-    def __init__(self, samples: int = 10, segments: int = 16):
+    def __init__(self, samples: int = 0, segments: int = 16):
         self.samples, self.segments = samples, segments
 
+    def per_reference(self, budget: int) -> int:
+        return self.samples or min(1000, budget)
+
     def check_budget(self, budget: int) -> None:
-        if budget < self.samples or budget % self.samples:
+        m = self.per_reference(budget)
+        if budget < m or budget % m:
             raise ConfigError(
-                f"lime sends {self.samples} masked variants per reference input: "
-                f"the budget must be a multiple of {self.samples}, got {budget}"
+                f"lime sends {m} masked variants per reference input: the budget must be a multiple of {m}, "
+                f"got {budget}"
             )
 
     def sample(self, ctx: Context) -> Queries:
-        n, m = ctx.budget // self.samples, self.samples
+        m = self.per_reference(ctx.budget)
+        n = ctx.budget // m
         refs = ctx.x[ctx.pick(n, "reference inputs")]
         seg = segment_map(tuple(ctx.x.shape[1:]), self.segments)
         s = int(seg.max()) + 1
@@ -304,87 +224,52 @@ class Lime(Sampler):
 
 @SAMPLERS.register("cutmix")
 class CutMix(Sampler):
-    """SAC-m's queries: held-out inputs with a box of another one pasted in (``size`` of each side)."""
+    """SAC-m's queries (Guan et al. NeurIPS 2022): held-out inputs with a box of another one pasted in, the box
+    ``size`` of each side. As in SAC's code, one box serves every query and its centre lies in the outer sixths
+    of each axis (near the corners); ``corners=false`` draws a box anywhere for each query."""
 
-    def __init__(self, size: float = 0.2):
-        self.size = size
+    def __init__(self, size: float = 0.2, corners: bool = True):
+        self.size, self.corners = size, corners
 
     def sample(self, ctx: Context) -> Queries:
         a, b = (torch.randint(0, len(ctx.x), (ctx.budget,), generator=ctx.gen) for _ in range(2))
-        return Queries(cutmix(ctx.x[a], ctx.x[b], self.size, ctx.gen))
+        if not self.corners:
+            return Queries(cutmix(ctx.x[a], ctx.x[b], self.size, ctx.gen))
+        out, dims = ctx.x[a].clone(), spatial_dims(ctx.x)
+        box: list = [slice(None)] * dims[0]
+        for d in dims:
+            n = ctx.x.shape[d]
+            w = min(n, max(1, round(self.size * n)))
+            outer = [c for c in range(n) if c < n / 6 or c >= 5 * n / 6] or list(range(n))
+            centre = outer[int(torch.randint(0, len(outer), (1,), generator=ctx.gen))]
+            start = min(max(0, centre - w // 2), n - w)
+            box.append(slice(start, start + w))
+        out[tuple(box)] = ctx.x[b][tuple(box)]
+        return Queries(out)
 
 
 @SAMPLERS.register("benign-entropy")
 class BenignEntropy(Sampler):
-    """FBI's benign inputs: unmodified held-out inputs on which a population (the owner and ``references``
-    independent models) disagrees most, ranked by the entropy of their labels."""
+    """FBI's benign inputs (Maho et al. 2023): unmodified held-out inputs on which a population (the owner and
+    ``references`` independent models) disagrees, ranked by the entropy of their labels; the queries are drawn at
+    random from the most entropic ``fraction`` (the top ones when that leaves fewer than the budget, as with 0).
+    Their true labels are kept for the label-rank representation."""
 
-    def __init__(self, references: int = 4):
-        self.references = references
+    def __init__(self, references: int = 4, fraction: float = 0.2):
+        self.references, self.fraction = references, fraction
 
     def sample(self, ctx: Context) -> Queries:
+        if ctx.budget > len(ctx.x):
+            ctx.pick(ctx.budget)  # raises the budget error
         models = ctx.models("references", self.references)
         votes = torch.stack([ctx.owner.labels(ctx.x)] + [WhiteBox(m, device=ctx.device).labels(ctx.x) for m in models])
         counts = F.one_hot(votes, ctx.owner.num_classes).sum(0).float()
         p = counts / counts.sum(1, keepdim=True)
         entropy = -(p * p.clamp_min(1e-12).log()).sum(1)
         jitter = torch.rand(len(entropy), generator=ctx.gen) * 1e-6  # random order among equal entropies
-        if ctx.budget > len(ctx.x):
-            ctx.pick(ctx.budget)  # raises the budget error
-        return Queries(ctx.x[(entropy + jitter).argsort(descending=True)[: ctx.budget]])
-
-
-@SAMPLERS.register("conferrable")
-class Conferrable(Sampler):
-    """Conferrable adversarial examples (Lukas et al. ICLR 2021): perturbations within ``eps`` of the input range
-    that label-extraction surrogates of the owner share and independent references do not, found by maximising
-    max_c [mean_surrogates p_c (1 - mean_references p_c)] (plus agreement of a white-box owner with the surrogates).
-    Of ``candidates`` x budget optimised inputs, those the owner labels like the surrogates and with the highest
-    conferrability are kept."""
-
-    def __init__(
-        self,
-        eps: float = 0.1,
-        steps: int = 50,
-        lr: float = 0.01,
-        candidates: int = 2,
-        references: int = 4,
-        surrogates: int = 2,
-    ):
-        self.eps, self.steps, self.lr, self.candidates = eps, steps, lr, candidates
-        self.references, self.surrogates = references, surrogates
-
-    def sample(self, ctx: Context) -> Queries:
-        if self.references < 1 or self.surrogates < 1:
-            raise ConfigError("conferrable examples need at least one reference and one surrogate model")
-        refs = [m.to(ctx.device).eval() for m in ctx.models("references", self.references)]
-        surr = [m.to(ctx.device).eval() for m in ctx.models("surrogates", self.surrogates)]
-        if isinstance(ctx.owner, WhiteBox):
-            surr.append(ctx.owner.module)
-        n = min(len(ctx.x), self.candidates * ctx.budget)
-        x0 = ctx.x[ctx.pick(n)].to(ctx.device)
-        eps = self.eps * ctx.span
-        delta = torch.zeros_like(x0, requires_grad=True)
-        opt = torch.optim.Adam([delta], lr=self.lr * ctx.span)
-
-        def conferrability(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            ps = torch.stack([m(x).softmax(1) for m in surr]).mean(0)
-            pr = torch.stack([m(x).softmax(1) for m in refs]).mean(0)
-            return (ps * (1 - pr)).max(1).values, ps, pr
-
-        for _ in range(self.steps):
-            conf, _, _ = conferrability(x0 + delta)
-            (delta.grad,) = torch.autograd.grad(-(conf + 1e-12).log().sum(), delta)
-            opt.step()
-            with torch.no_grad():
-                delta.copy_((x0 + delta.clamp(-eps, eps)).clamp(ctx.low, ctx.high) - x0)
-        x = (x0 + delta).detach()
-        with torch.no_grad():
-            conf, ps, pr = conferrability(x)
-        x = x.cpu()
-        shared = (ctx.owner.labels(x) == ps.argmax(1).cpu()) & (ps.argmax(1) != pr.argmax(1)).cpu()
-        rank = conf.cpu() + shared.float() * 2.0  # inputs the owner labels like its surrogates come first
-        return Queries(x[rank.argsort(descending=True)[: ctx.budget]])
+        top = (entropy + jitter).argsort(descending=True)[: max(ctx.budget, round(self.fraction * len(ctx.x)))]
+        pick = top[torch.randperm(len(top), generator=ctx.gen)[: ctx.budget]]
+        return Queries(ctx.x[pick], aux={"labels": ctx.y[pick]})
 
 
 @SAMPLERS.register("divergent")

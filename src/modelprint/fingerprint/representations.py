@@ -64,15 +64,24 @@ class Logits(Representation):
         return out
 
 
+class _RawOutputs(Representation):
+    """Read the raw outputs (logits), as the papers and QuRD do; ``probs=true`` reads probabilities instead
+    (modelprint's variant for APIs that answer probabilities only); ``hard=true`` reads labels."""
+
+    def __init__(self, hard: bool = False, probs: bool = False):
+        self.hard, self.probs = hard, probs
+
+    @property
+    def needs(self) -> Output:
+        return "labels" if self.hard else "probs" if self.probs else "logits"
+
+
 @REPRESENTATIONS.register("ddv")
-class DDV(Representation):
-    """ModelDiff's decision distance vector over (seed, variant) pairs: 1 - cos(f(x), f(x')) per pair; the hard
-    variant is the label shift (label(x') - label(x)) mod C."""
+class DDV(_RawOutputs):
+    """ModelDiff's decision distance vector over (seed, variant) pairs (Li et al. ISSTA 2021): the cosine distance
+    1 - cos(f(x), f(x')) of the logits per pair; the hard variant is the label shift (label(x') - label(x)) mod C."""
 
     layouts = ("pairs",)
-
-    def __init__(self, hard: bool = False):
-        self.hard = hard
 
     @property
     def kind(self) -> Kind:  # type: ignore[override]
@@ -82,44 +91,62 @@ class DDV(Representation):
     def per_unit(self) -> bool:  # type: ignore[override]
         return self.hard
 
-    @property
-    def needs(self) -> Output:
-        return "labels" if self.hard else "probs"
-
     def __call__(self, out, aux, num_classes):
         a, b = out[0::2], out[1::2]
         if self.hard:
             return (b - a) % num_classes
-        return (1 - F.cosine_similarity(a, b, dim=1, eps=1e-12))[None]  # one vector, compared as a whole
+        return (1 - F.cosine_similarity(a.double(), b.double(), dim=1, eps=1e-12))[None]  # compared as a whole
 
 
 @REPRESENTATIONS.register("sac")
-class SAC(Representation):
-    """SAC's sample correlation: the n x n matrix of cosine similarities between the outputs on the queries
-    (invariant to what the output values mean); the hard variant is label equality between queries."""
-
-    def __init__(self, hard: bool = False):
-        self.hard = hard
-
-    @property
-    def needs(self) -> Output:
-        return "labels" if self.hard else "probs"
+class SAC(_RawOutputs):
+    """SAC's sample correlation (Guan et al. NeurIPS 2022): the n x n matrix (1 - cos(o_i, o_j)) / 2 of the
+    logits on the queries, in [0, 1] and invariant to what the output values mean; the hard variant is label
+    inequality between queries (QuRD's HardSAC)."""
 
     def __call__(self, out, aux, num_classes):
         if self.hard:
-            return (out[:, None] == out[None, :]).float()
-        unit = F.normalize(out, dim=1, eps=1e-12)
-        return unit @ unit.T
+            return (out[:, None] != out[None, :]).float()
+        unit = F.normalize(out.double(), dim=1, eps=1e-12)
+        return (1 - unit @ unit.T) / 2
 
 
 @REPRESENTATIONS.register("lime")
 class Lime(Representation):
-    """ZestOfLIME: per reference input, the least-squares surrogate W = pinv(M) Y mapping its masks M to the
-    probabilities Y of its masked variants (one row of segments x classes weights per reference)."""
+    """Zest (Jia et al. 2022): per reference input, the least-squares linear model W = pinv(M) Y (no intercept, no
+    kernel weights, as in the paper's code) mapping its masks M to the logits Y of its masked variants; the rows
+    of every reference's segments x classes weights, stacked (classes are columns, for class alignment)."""
 
     layouts = ("groups",)
 
+    @property
+    def needs(self) -> Output:
+        return "logits"
+
     def __call__(self, out, aux, num_classes):
         masks = aux["masks"]  # (n, m, segments)
-        y = out.reshape(masks.shape[0], masks.shape[1], -1)
-        return (torch.linalg.pinv(masks) @ y).flatten(1)
+        y = out.reshape(masks.shape[0], masks.shape[1], -1).double()
+        return (torch.linalg.pinv(masks.double()) @ y).flatten(0, 1)  # (n * segments, classes)
+
+
+@REPRESENTATIONS.register("label-rank")
+class LabelRank(Representation):
+    """FBI (Maho et al. 2023): per query, the position of its true label among the model's top ``k`` classes
+    (``k`` when absent). With ``k=1`` it is whether the model is right, from hard labels alone."""
+
+    kind = "categorical"
+
+    def __init__(self, k: int = 3):
+        self.k = k
+
+    @property
+    def needs(self) -> Output:
+        return "labels" if self.k == 1 else "probs"
+
+    def __call__(self, out, aux, num_classes):
+        y = aux["labels"].to(out.device)
+        if out.ndim == 1:  # hard labels
+            return (out != y).long()
+        top = out.topk(min(self.k, out.shape[1]), dim=1).indices
+        hit = top == y[:, None]
+        return torch.where(hit.any(1), hit.float().argmax(1), torch.full_like(y, self.k))

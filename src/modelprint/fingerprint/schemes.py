@@ -13,18 +13,55 @@ from .distances import DISTANCES, Distance
 from .queries import SAMPLERS, Sampler
 from .representations import REPRESENTATIONS, Representation
 
-# name -> (components, what it reproduces)
-NAMED: dict[str, tuple[str, str]] = {
-    "AKH": ("negative+labels+hamming", "Adversarial-knowledge hashing: the owner's misclassified inputs"),
-    "SAC-w": ("negative+sac+l2", "SAC on misclassified inputs (Guan et al. 2022)"),
-    "SAC-m": ("cutmix+sac+l2", "SAC on CutMix inputs (Guan et al. 2022)"),
-    "ModelDiff": ("adversarial+ddv+cosine", "Decision distance vectors on adversarial pairs (Li et al. 2021)"),
-    "IPGuard": ("boundary+labels+hamming", "Points near the owner's decision boundary (Cao et al. 2021)"),
-    "ZestOfLIME": ("lime+lime+cosine", "Local linear explanations (Jia et al. 2022)"),
-    "FBI": ("benign-entropy+labels+mutual-info", "Benign inputs the population disagrees on (Maho et al. 2023)"),
-    "Random": ("random+labels+hamming", "Label agreement on random held-out inputs (baseline)"),
-    "CAE": ("conferrable+labels+hamming", "Conferrable adversarial examples (Lukas et al. 2021)"),
-    "Divergent": ("divergent+labels+hamming", "modelprint: blends where the owner is idiosyncratic"),
+# name -> (components, what it reproduces, how it departs from its paper's definition)
+NAMED: dict[str, tuple[str, str, str]] = {
+    "AKH": (
+        "negative+labels+hamming",
+        "Adversarial-knowledge hashing: the owner's misclassified inputs",
+        "too few misclassified inputs are padded with CutMix blends of them",
+    ),
+    "SAC-w": (
+        "negative+sac+l1",
+        "SAC on misclassified inputs (Guan et al. 2022)",
+        "the misclassified inputs come from the held-out data given (the paper's are a fixed file)",
+    ),
+    "SAC-m": (
+        "cutmix+sac+l1",
+        "SAC on CutMix inputs (Guan et al. 2022)",
+        "none (the box is at least one step wide on small inputs)",
+    ),
+    "ModelDiff": (
+        "adversarial+ddv+cosine",
+        "Decision distance vectors on adversarial pairs (Li et al. 2021)",
+        "pairs by untargeted PGD (QuRD's), not the artifact's targeted logit loss",
+    ),
+    "IPGuard": (
+        "boundary+labels+hamming",
+        "Points near the owner's decision boundary (Cao et al. 2021)",
+        "margin k = 10 as in QuRD",
+    ),
+    "ZestOfLIME": (
+        "lime+lime+aligned-cosine",
+        "Local linear explanations (Jia et al. 2022)",
+        "grid segments, not quickshift; min(1000, budget) masks per reference",
+    ),
+    "FBI": (
+        "benign-entropy+label-rank+mutual-info",
+        "Benign inputs the population disagrees on (Maho et al. 2023)",
+        "the population is the owner and 4 independent references, not families of variants",
+    ),
+    "FBI-labels": (
+        "benign-entropy(fraction=0)+labels+mutual-info",
+        "modelprint: FBI on hard labels (no true labels, no top-k), on the budget's most disputed inputs",
+        "",
+    ),
+    "Random": ("random+labels+hamming", "Label agreement on random held-out inputs (baseline)", ""),
+    "CAE": (
+        "conferrable+labels+hamming",
+        "Conferrable adversarial examples (Lukas et al. 2021)",
+        "6 surrogates and 6 references, no dropout on their members; a black-box owner drops the owner terms",
+    ),
+    "Divergent": ("divergent+labels+hamming", "modelprint: blends where the owner is idiosyncratic", ""),
 }
 _BY_LOWER = {n.lower(): n for n in NAMED}
 RANK: dict[str, int] = {"labels": 0, "probs": 1, "logits": 2}

@@ -14,12 +14,13 @@ from torch import nn
 from .. import data
 from ..digest import module_digest
 from ..errors import ConfigError
+from . import thief  # noqa: F401  (registers the extraction operations)
 from .cache import ZooCache, default_cache_dir
 from .expr import parse_steps
 from .ops import OPS, Node, Op
 from .train import accuracy
 
-__all__ = ["OPS", "Built", "Op", "ZooCache", "build", "build_node", "cache_keys", "normalize", "parse"]
+__all__ = ["OPS", "Built", "Op", "ZooCache", "build", "build_node", "cache_keys", "normalize", "parse", "step"]
 
 
 def parse(expr: str) -> list[Op]:
@@ -33,6 +34,15 @@ def parse(expr: str) -> list[Op]:
         op.check()
         ops.append(op)
     return ops
+
+
+def step(text: str) -> Op:
+    """One transformation step, validated (``"finetune(0)"``)."""
+    ops = [OPS.make(name, *args, **kwargs) for name, args, kwargs in parse_steps(text)]
+    if len(ops) != 1 or ops[0].source:
+        raise ConfigError(f"{text!r}: expected one transformation step")
+    ops[0].check()
+    return ops[0]
 
 
 def prefixes(ops: list[Op]) -> list[str]:

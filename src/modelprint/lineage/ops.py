@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from .. import data, symmetry
-from ..access import WhiteBox, hard_labels
 from ..base import Params, Registry
 from ..digest import path_digest
 from ..errors import ConfigError
@@ -194,14 +193,17 @@ class Transfer(Op):
 
 @OPS.register("prune")
 class Prune(Op):
-    """Zero the ``amount`` fraction of smallest-magnitude weights over all layers (global), or with
-    ``structured=true`` the lowest-L2 output channels of each hidden layer."""
+    """Zero the ``amount`` fraction of smallest-magnitude weights: over all layers at once, the classifier
+    included (``scope=global``), or of each layer separately (``scope=layer``); with ``structured=true``, the
+    lowest-L2 output channels of each hidden layer."""
 
-    def __init__(self, amount: float, structured: bool = False):
-        self.amount, self.structured = amount, structured
+    def __init__(self, amount: float, structured: bool = False, scope: str = "global"):
+        self.amount, self.structured, self.scope = amount, structured, scope
 
     def check(self) -> None:
         _check_fraction("prune amount", self.amount)
+        if self.scope not in ("global", "layer"):
+            raise ConfigError(f"prune scope must be global or layer, got {self.scope!r}")
 
     @torch.no_grad()
     def apply(self, parent: Node, device: str = "cpu") -> Node:
@@ -218,18 +220,24 @@ class Prune(Op):
                 if layer.bias is not None:
                     layer.bias[drop] = 0
         else:
-            flat = torch.cat([m.weight.abs().flatten().float() for m in layers])
-            k = int(round(self.amount * len(flat)))
-            if k:
-                order = flat.argsort()  # ties broken by position, so exactly k weights are zeroed
-                mask = torch.ones_like(flat, dtype=torch.bool)
-                mask[order[:k]] = False
-                offset = 0
-                for m in layers:
-                    n = m.weight.numel()
-                    m.weight.mul_(mask[offset : offset + n].view_as(m.weight))
-                    offset += n
+            for group in [layers] if self.scope == "global" else [[m] for m in layers]:
+                _zero_smallest(group, self.amount)
         return Node(model, parent.dataset)
+
+
+def _zero_smallest(layers: list[nn.Module], amount: float) -> None:
+    """Zero exactly ``amount`` of the weights of ``layers`` with the smallest magnitude (ties by position)."""
+    flat = torch.cat([m.weight.abs().flatten().float() for m in layers])
+    k = int(round(amount * len(flat)))
+    if not k:
+        return
+    mask = torch.ones_like(flat, dtype=torch.bool)
+    mask[flat.argsort()[:k]] = False
+    offset = 0
+    for m in layers:
+        n = m.weight.numel()
+        m.weight.mul_(mask[offset : offset + n].view_as(m.weight))
+        offset += n
 
 
 @OPS.register("fineprune")
@@ -288,71 +296,6 @@ class Quantize(Op):
             scale = scale.view(-1, *([1] * (w.ndim - 1)))
             w.copy_((w / scale).round().clamp(-127, 127) * scale)
         return Node(model, parent.dataset)
-
-
-# --- extraction: a new model trained only on the parent's answers ---------------------------------------
-
-
-class _Extract(Op):
-    soft: ClassVar[bool] = False
-    adv_eps: float = 0.0
-
-    def _student(self, parent: Node) -> nn.Module:
-        ds = data.load(parent.dataset, "attacker")
-        arch = parent.module.mp_config["arch"] if self.arch == "same" else self.arch
-        return _seeded_net(arch, ds, self.seed)
-
-    def apply(self, parent: Node, device: str = "cpu") -> Node:
-        x = data.load(parent.dataset, "attacker").x  # inputs only: the thief never sees true labels
-        teacher = WhiteBox(parent.module, device=device, input_shape=tuple(x.shape[1:]))
-        targets = teacher.probs if self.soft else hard_labels(teacher).labels
-        student = fit(
-            self._student(parent),
-            x,
-            lambda xb: targets(xb).to(xb.device),
-            epochs=self.epochs,
-            lr=self.lr,
-            seed=self.seed,
-            soft=self.soft,
-            mix=True,
-            adv_eps=self.adv_eps,
-            device=device,
-        )
-        return Node(student, parent.dataset)
-
-    def check(self) -> None:
-        _check_arch(self.arch)
-
-
-@OPS.register("distill")
-class Distill(_Extract):
-    """Probability extraction: train ``arch`` (or ``same``) on the parent's probabilities over attacker inputs."""
-
-    soft = True
-
-    def __init__(self, arch: str, seed: int, epochs: int = 40, lr: float = 0.01):
-        self.arch, self.seed, self.epochs, self.lr = arch, seed, epochs, lr
-
-
-@OPS.register("label_extract")
-class LabelExtract(_Extract):
-    """Label extraction: train ``arch`` on the parent's hard labels over attacker inputs."""
-
-    def __init__(self, arch: str, seed: int, epochs: int = 40, lr: float = 0.01):
-        self.arch, self.seed, self.epochs, self.lr = arch, seed, epochs, lr
-
-
-@OPS.register("adv_label_extract")
-class AdvLabelExtract(_Extract):
-    """Label extraction with adversarial training: FGSM examples within ``eps`` × input range, labelled with
-    the parent's label of the clean input."""
-
-    def __init__(self, arch: str, seed: int, eps: float = 0.05, epochs: int = 40, lr: float = 0.01):
-        self.arch, self.seed, self.eps, self.epochs, self.lr = arch, seed, eps, epochs, lr
-
-    @property
-    def adv_eps(self) -> float:  # type: ignore[override]
-        return self.eps
 
 
 # --- reparametrisations --------------------------------------------------------------------------------

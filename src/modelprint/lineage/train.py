@@ -11,14 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 Targets = Callable[[torch.Tensor], torch.Tensor]
-
-
-def mixup_queries(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """The batch plus blends of random pairs of it (weight of the second input in [0, 0.5]): extra queries a
-    thief makes from its own data to see more of the teacher's decision boundary."""
-    lam = (torch.rand(len(x), generator=gen) * 0.5).to(x.device).view(-1, *([1] * (x.ndim - 1)))
-    perm = torch.randperm(len(x), generator=gen).to(x.device)
-    return torch.cat([x, (1 - lam) * x + lam * x[perm]])
+QueryFn = Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # a thief's batch -> the inputs it sends
+OPTIMIZERS = ("adam", "sgd")
 
 
 def fgsm_random_start(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, gen: torch.Generator):
@@ -41,7 +35,10 @@ def fit(
     seed: int,
     batch_size: int = 32,
     soft: bool = False,
-    mix: bool = False,
+    queries: QueryFn | None = None,
+    labels: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    optimizer: str = "adam",
     adv_eps: float = 0.0,
     weight_decay: float = 0.0,
     after_step: Callable[[nn.Module], None] | None = None,
@@ -49,12 +46,19 @@ def fit(
     device: str = "cpu",
 ) -> nn.Module:
     """Train ``model`` on inputs ``x`` against fixed labels, or against ``targets(batch)`` (a teacher's
-    labels or probabilities; with ``mix`` the batch is extended by ``mixup_queries`` before asking).
-    Adam with a one-cycle schedule; ``penalty(model)`` is added to every batch's loss (e.g. a white-box
-    watermark's regulariser); ``after_step`` runs after every update (e.g. to keep pruned weights at 0)."""
+    labels or probabilities; ``queries`` turns each batch into the inputs actually sent to the teacher).
+    ``labels``: true labels of ``x`` the trainer also has (their cross-entropy is added). ``temperature``
+    softens both sides of a soft-label loss (Hinton et al.). Adam or SGD with momentum, one-cycle schedule;
+    ``penalty(model)`` is added to every batch's loss (e.g. a white-box watermark's regulariser);
+    ``after_step`` runs after every update (e.g. to keep pruned weights at 0)."""
     gen = torch.Generator().manual_seed(seed)
     model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(
+            model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
+        )
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps = epochs * math.ceil(len(x) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.15)
     span = float(x.max() - x.min()) or 1.0  # adversarial radius is relative to the input range
@@ -62,9 +66,9 @@ def fit(
         order = torch.randperm(len(x), generator=gen)
         for i in range(0, len(x), batch_size):
             idx = order[i : i + batch_size]
-            xb = x[idx].to(device)
-            if mix and callable(targets):
-                xb = mixup_queries(xb, gen)
+            xb = own = x[idx].to(device)
+            if queries is not None and callable(targets):
+                xb = queries(xb, gen)
             yb = targets(xb) if callable(targets) else targets[idx].to(device)
             if adv_eps > 0:
                 hard = yb.argmax(1) if soft else yb
@@ -73,7 +77,14 @@ def fit(
                 model.train()
                 xb, yb = torch.cat([xb, x_adv]), torch.cat([yb, yb])
             out = model(xb)
-            loss = F.kl_div(F.log_softmax(out, 1), yb, reduction="batchmean") if soft else F.cross_entropy(out, yb)
+            if soft:
+                t = temperature
+                teacher = yb if t == 1 else F.softmax(yb.clamp_min(1e-12).log() / t, 1)
+                loss = F.kl_div(F.log_softmax(out / t, 1), teacher, reduction="batchmean") * t * t
+            else:
+                loss = F.cross_entropy(out, yb)
+            if labels is not None:
+                loss = loss + F.cross_entropy(model(own), labels[idx].to(device))
             if penalty is not None:
                 loss = loss + penalty(model)
             opt.zero_grad(set_to_none=True)

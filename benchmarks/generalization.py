@@ -1,0 +1,116 @@
+"""Does detection generalize to thieves the detector never saw? Per dataset, an owner, its derived models built by
+every extraction recipe and copy task of ``modelprint.bench.thieves`` (students of several architectures), and
+independent negatives from the null bank's trainer (half of the owner's architecture). Fingerprints whose queries
+are chosen with surrogates (CAE, Divergent) are evaluated leave-one-recipe-out: for extraction recipe R their
+surrogates are built with the other recipes only. Prints AUC, TPR@1%FPR (n/a below 100 negatives) and TPR@5%FPR
+per scheme x task x budget, and writes generalization.csv.
+
+    python benchmarks/generalization.py                 # digits and mnist1d, budgets 20/50/100, 100 negatives
+    python benchmarks/generalization.py --quick         # digits, budget 100, 40 negatives, fewer students
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import roc_auc_score
+
+import modelprint as mp
+from modelprint import nullbank
+from modelprint.bench import thieves
+from modelprint.bench.metrics import min_negatives, tpr_at
+from modelprint.lineage import build
+
+OWNERS = {"digits": "lenet", "mnist1d": "cnn"}
+STUDENTS = {"digits": ("lenet", "mlp", "cnn"), "mnist1d": ("cnn", "mlp", "cnn1d")}
+SURROGATE_ARCHS = {"digits": ("mlp", "cnn", "lenet"), "mnist1d": ("mlp", "cnn1d", "cnn")}
+SCHEMES = ("AKH", "SAC-w", "ModelDiff", "IPGuard", "ZestOfLIME", "FBI", "FBI-labels", "CAE", "Divergent")
+NEGATIVE_SEED = 80_000  # clear of the null bank's and the calibration benchmark's seeds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--datasets", default="")
+    ap.add_argument("--budgets", default="")
+    ap.add_argument("--schemes", default=",".join(SCHEMES))
+    ap.add_argument("--out", type=Path, default=Path("generalization-out"))
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    datasets = args.datasets.split(",") if args.datasets else (["digits"] if args.quick else list(OWNERS))
+    budgets = [int(b) for b in args.budgets.split(",")] if args.budgets else ([100] if args.quick else [20, 50, 100])
+    negatives_per_half, students = (20, 2) if args.quick else (50, 3)
+    cache = args.out / "zoo"
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.0f}s] {msg}", flush=True)
+
+    rows: list[dict] = []
+    for ds in datasets:
+        src = f"train({OWNERS[ds]},{ds},0)"
+        owner = build(src, cache_dir=cache, device=args.device)
+        tasks: dict[str, list[str]] = {}
+        for name, template in thieves.EXTRACTION.items():
+            tasks[name] = [
+                f"{src}->{thieves.positive(template, a, 10 + i)}" for i, a in enumerate(STUDENTS[ds][:students])
+            ]
+        for name, template in thieves.COPIES.items():
+            tasks[name] = [f"{src}->{thieves.positive(template, '', s)}" for s in (10, 11)[: students - 1]]
+        positives = {e: build(e, cache_dir=cache, device=args.device) for es in tasks.values() for e in es}
+        log(f"{ds}: {len(positives)} derived models built")
+        negs = nullbank.build(ds, 0.05, OWNERS[ds], count=negatives_per_half, seed_base=NEGATIVE_SEED,
+                              cache_dir=cache, device=args.device, progress=log)  # fmt: skip
+        # one surrogate per extraction recipe, built once; recipe R's fingerprints get all but R's
+        steps = thieves.surrogates_for("", SURROGATE_ARCHS[ds])
+        built = [build(f"{src}->{s}", cache_dir=cache) for s in steps]
+        surrogate_models = dict(zip(thieves.EXTRACTION, built, strict=True))
+        for scheme in args.schemes.split(","):
+            uses_surrogates = scheme in ("CAE", "Divergent")
+            for budget in budgets:
+                fps = {}
+                for task, exprs in tasks.items():
+                    held = task if uses_surrogates and task in thieves.EXTRACTION else None
+                    if held not in fps:
+                        surr = [m for n, m in surrogate_models.items() if n != held] if uses_surrogates else None
+                        fps[held] = mp.extract(owner, scheme, ds, budget, cache_dir=cache, device=args.device,
+                                               surrogates=surr)  # fmt: skip
+                    fp = fps[held]
+                    neg = np.array([mp.score(fp, m.module) for m in negs])
+                    pos = np.array([mp.score(fp, positives[e]) for e in exprs])
+                    related = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+                    score = np.r_[pos, neg]
+                    rows.append({
+                        "dataset": ds, "scheme": scheme, "budget": budget, "task": task,
+                        "kind": "extraction" if task in thieves.EXTRACTION else "copy",
+                        "positives": len(pos), "negatives": len(neg),
+                        "auc": roc_auc_score(related, score),
+                        "tpr@1%": tpr_at(related, score, 0.01) if len(neg) >= min_negatives(0.01) else np.nan,
+                        "tpr@5%": tpr_at(related, score, 0.05),
+                        "leave_one_out": held is not None,
+                    })  # fmt: skip
+                pd.DataFrame(rows).to_csv(args.out / "generalization.csv", index=False)
+                log(f"{ds} {scheme} budget {budget} done")
+    table = pd.DataFrame(rows)
+    with pd.option_context("display.width", 220, "display.max_rows", 2000):
+        wide = table.pivot_table(index=["dataset", "kind", "task"], columns=["scheme", "budget"], values="auc")
+        print("AUC\n" + wide.round(2).to_string())
+        wide = table.pivot_table(index=["dataset", "kind", "task"], columns=["scheme", "budget"], values="tpr@5%")
+        print("\nTPR@5%FPR\n" + wide.round(2).to_string())
+        if table["tpr@1%"].notna().any():
+            wide = table.pivot_table(index=["dataset", "kind", "task"], columns=["scheme", "budget"], values="tpr@1%")
+            print("\nTPR@1%FPR\n" + wide.round(2).to_string())
+        print("\nmean over tasks (AUC)\n" + table.groupby(["dataset", "kind", "scheme", "budget"])["auc"].mean()
+              .unstack(["scheme"]).round(3).to_string())  # fmt: skip
+    print(f"\n{time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main()

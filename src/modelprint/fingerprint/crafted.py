@@ -1,0 +1,178 @@
+"""Samplers that optimise their queries by gradient on the owner and on helper models: ModelDiff's adversarial
+pairs, IPGuard's boundary points and CAE's conferrable examples (they need the owner as a torch module)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..access import WhiteBox
+from ..errors import ConfigError
+from .queries import SAMPLERS, Context, Queries, Sampler
+
+
+def pgd(
+    module: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    steps: int,
+    gen: torch.Generator,
+    low: float,
+    high: float,
+    device: str = "cpu",
+) -> torch.Tensor:
+    """Untargeted L-infinity PGD with a random start (Madry et al.), step 2.5 eps / steps, inputs kept in range."""
+    x, y = x.to(device), y.to(device)
+    delta = ((torch.rand(x.shape, generator=gen) * 2 - 1) * eps).to(device)
+    step = 2.5 * eps / max(steps, 1)
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        loss = F.cross_entropy(module(x + delta), y)
+        (g,) = torch.autograd.grad(loss, delta)
+        delta = (delta.detach() + step * g.sign()).clamp(-eps, eps)
+        delta = (x + delta).clamp(low, high) - x
+    return (x + delta).detach().cpu()
+
+
+@SAMPLERS.register("adversarial")
+class Adversarial(Sampler):
+    """ModelDiff's pairs: budget/2 seeds, each followed by its untargeted PGD adversarial example on the owner
+    (L-infinity radius ``eps`` of the input range)."""
+
+    layout = "pairs"
+
+    def __init__(self, eps: float = 0.03, steps: int = 10):
+        self.eps, self.steps = eps, steps
+
+    def check_budget(self, budget: int) -> None:
+        if budget < 2 or budget % 2:
+            raise ConfigError(
+                f"adversarial queries come in (seed, adversarial) pairs: the budget must be even, got {budget}"
+            )
+
+    def sample(self, ctx: Context) -> Queries:
+        module = ctx.owner_module(self)
+        seeds = ctx.x[ctx.pick(ctx.budget // 2)]
+        adv = pgd(
+            module,
+            seeds,
+            ctx.owner.labels(seeds),
+            self.eps * ctx.span,
+            self.steps,
+            ctx.gen,
+            ctx.low,
+            ctx.high,
+            ctx.device,
+        )
+        return Queries(torch.stack([seeds, adv], 1).flatten(0, 1), "pairs", 2)
+
+
+@SAMPLERS.register("boundary")
+class Boundary(Sampler):
+    """IPGuard's points near the owner's decision boundary: from each seed (owner's class i, random target j != i),
+    Adam on ReLU(Z_i - Z_j + k) + ReLU(max_{t != i, j} Z_t - Z_i) until j wins by margin k with i runner-up."""
+
+    def __init__(self, k: float = 10.0, lr: float = 0.01, steps: int = 1000):
+        self.k, self.lr, self.steps = k, lr, steps
+
+    def sample(self, ctx: Context) -> Queries:
+        module = ctx.owner_module(self)
+        x = ctx.x[ctx.pick(ctx.budget)].to(ctx.device)
+        with torch.no_grad():
+            logits = module(x)
+        c = logits.shape[1]
+        i = logits.argmax(1, keepdim=True)
+        j = (i + torch.randint(1, c, i.shape, generator=ctx.gen).to(ctx.device)) % c  # never equal to i
+        both = torch.zeros_like(logits, dtype=torch.bool).scatter(1, i, True).scatter(1, j, True)
+        x.requires_grad_(True)
+        opt = torch.optim.Adam([x], lr=self.lr)
+        done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        kept = x.detach().clone()
+        for _ in range(self.steps):
+            z = module(x)
+            zi, zj = z.gather(1, i), z.gather(1, j)
+            rest = z.masked_fill(both, -math.inf).max(1, keepdim=True).values  # -inf, not 0: logits can be < 0
+            loss = (F.relu(zi - zj + self.k) + F.relu(rest - zi)).squeeze(1)
+            new = (loss <= 0) & ~done
+            kept[new] = x.detach()[new]
+            done |= new
+            if done.all():
+                break
+            (x.grad,) = torch.autograd.grad(loss.sum(), x)
+            opt.step()
+            with torch.no_grad():  # a point that met the margin stays there (Adam's momentum would move it on)
+                x[done] = kept[done]
+        return Queries(x.detach().cpu())
+
+
+@SAMPLERS.register("conferrable")
+class Conferrable(Sampler):
+    """Conferrable adversarial examples (Lukas et al. ICLR 2021): perturbations within ``eps`` of the input range
+    of inputs the owner classifies correctly, minimising
+    ``alpha * H(1, max_c E_c(x')) - beta * H(M(x), M(x')) + gamma * H(M(x'), S(x'))`` where
+    ``E = mean_surrogates p * (1 - mean_references p)`` is the conferrability, M the owner and S the surrogates'
+    mean: transferable to the owner's surrogates, not to independent models, and adversarial for the owner.
+    Kept, as in the paper: examples the owner now misclassifies with conferrability >= ``tau``, most conferrable
+    first (the next most conferrable fill the budget when fewer pass). Deviations: a black-box owner drops the two
+    owner terms; no dropout on ensemble members."""
+
+    def __init__(
+        self,
+        eps: float = 0.15,
+        steps: int = 100,
+        lr: float = 0.01,
+        candidates: int = 2,
+        references: int = 6,
+        surrogates: int = 6,
+        alpha: float = 1.0,
+        beta: float = 1.0,
+        gamma: float = 1.0,
+        tau: float = 0.85,
+    ):
+        self.eps, self.steps, self.lr, self.candidates = eps, steps, lr, candidates
+        self.references, self.surrogates = references, surrogates
+        self.alpha, self.beta, self.gamma, self.tau = alpha, beta, gamma, tau
+
+    def sample(self, ctx: Context) -> Queries:
+        if self.references < 1 or self.surrogates < 1:
+            raise ConfigError("conferrable examples need at least one reference and one surrogate model")
+        refs = [m.to(ctx.device).eval() for m in ctx.models("references", self.references)]
+        surr = [m.to(ctx.device).eval() for m in ctx.models("surrogates", self.surrogates)]
+        owner = ctx.owner.module if isinstance(ctx.owner, WhiteBox) else None
+        right = torch.nonzero(ctx.owner.labels(ctx.x) == ctx.y).flatten()
+        pool = right if len(right) >= ctx.budget else torch.arange(len(ctx.x))
+        n = min(len(pool), self.candidates * ctx.budget)
+        x0 = ctx.x[pool[torch.randperm(len(pool), generator=ctx.gen)[:n]]].to(ctx.device)
+        y0 = ctx.owner.labels(x0.cpu()).to(ctx.device)  # the true labels, on inputs the owner classifies right
+        eps = self.eps * ctx.span
+        delta = torch.zeros_like(x0, requires_grad=True)
+        opt = torch.optim.Adam([delta], lr=self.lr * ctx.span)
+
+        def conferrability(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            ps = torch.stack([m(x).softmax(1) for m in surr]).mean(0)
+            pr = torch.stack([m(x).softmax(1) for m in refs]).mean(0)
+            return (ps * (1 - pr)).max(1).values, ps
+
+        for _ in range(self.steps):
+            x = x0 + delta
+            conf, ps = conferrability(x)
+            loss = -self.alpha * (conf + 1e-12).log()
+            if owner is not None:
+                out = owner(x)
+                loss = loss - self.beta * F.cross_entropy(out, y0, reduction="none")
+                loss = loss - self.gamma * (ps.detach() * out.log_softmax(1)).sum(1)  # H(S(x'), M(x'))
+            (delta.grad,) = torch.autograd.grad(loss.sum(), delta)
+            opt.step()
+            with torch.no_grad():
+                delta.copy_((x0 + delta.clamp(-eps, eps)).clamp(ctx.low, ctx.high) - x0)
+        x = (x0 + delta).detach()
+        with torch.no_grad():
+            conf, _ = conferrability(x)
+        x, conf = x.cpu(), conf.cpu()
+        passed = (ctx.owner.labels(x) != y0.cpu()) & (conf >= self.tau)
+        rank = conf + passed.float() * 2.0  # the examples that pass the paper's filter come first
+        return Queries(x[rank.argsort(descending=True)[: ctx.budget]])
