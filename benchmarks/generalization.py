@@ -1,12 +1,12 @@
 """Does detection generalize to thieves the detector never saw? Per dataset, an owner, its derived models built by
 every extraction recipe and copy task of ``modelprint.bench.thieves`` (students of several architectures), and
-independent negatives from the null bank's trainer (half of the owner's architecture). Fingerprints whose queries
-are chosen with surrogates (CAE, Divergent) are evaluated leave-one-recipe-out: for extraction recipe R their
-surrogates are built with the other recipes only. Prints AUC, TPR@1%FPR (n/a below 100 negatives) and TPR@5%FPR
-per scheme x task x budget, and writes generalization.csv.
+independent negatives from the null bank's trainer (as many of the owner's architecture as of each other).
+Fingerprints whose queries are chosen with surrogates (CAE, Divergent, Preference) are evaluated
+leave-one-recipe-out: for extraction recipe R their surrogates are built with the other recipes only. Prints AUC,
+TPR@1%FPR (n/a below 100 negatives) and TPR@5%FPR per scheme x task x budget, and writes generalization.csv.
 
-    python benchmarks/generalization.py                 # digits and mnist1d, budgets 20/50/100, 100 negatives
-    python benchmarks/generalization.py --quick         # digits, budget 100, 40 negatives, fewer students
+    python benchmarks/generalization.py                 # digits and mnist1d, budgets 20/50/100, 102 negatives
+    python benchmarks/generalization.py --quick         # digits, budget 100, 60 negatives, fewer students
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from modelprint.lineage import build
 OWNERS = {"digits": "lenet", "mnist1d": "cnn"}
 STUDENTS = {"digits": ("lenet", "mlp", "cnn"), "mnist1d": ("cnn", "mlp", "cnn1d")}
 SURROGATE_ARCHS = {"digits": ("mlp", "cnn", "lenet"), "mnist1d": ("mlp", "cnn1d", "cnn")}
-SCHEMES = ("AKH", "SAC-w", "ModelDiff", "IPGuard", "ZestOfLIME", "FBI", "FBI-labels", "CAE", "Divergent")
+SCHEMES = ("AKH", "SAC-w", "ModelDiff", "IPGuard", "ZestOfLIME", "FBI", "FBI-labels", "CAE", "Divergent", "Preference")
 NEGATIVE_SEED = 80_000  # clear of the null bank's and the calibration benchmark's seeds
 
 
@@ -44,7 +44,7 @@ def main() -> None:
     args = ap.parse_args()
     datasets = args.datasets.split(",") if args.datasets else (["digits"] if args.quick else list(OWNERS))
     budgets = [int(b) for b in args.budgets.split(",")] if args.budgets else ([100] if args.quick else [20, 50, 100])
-    negatives_per_half, students = (20, 2) if args.quick else (50, 3)
+    negatives_per_arch, students = (20, 2) if args.quick else (34, 3)  # x 3 architectures: 60 or 102
     cache = args.out / "zoo"
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -65,14 +65,14 @@ def main() -> None:
             tasks[name] = [f"{src}->{thieves.positive(template, '', s)}" for s in (10, 11)[: students - 1]]
         positives = {e: build(e, cache_dir=cache, device=args.device) for es in tasks.values() for e in es}
         log(f"{ds}: {len(positives)} derived models built")
-        negs = nullbank.build(ds, 0.05, OWNERS[ds], count=negatives_per_half, seed_base=NEGATIVE_SEED,
+        negs = nullbank.build(ds, 0.05, OWNERS[ds], count=negatives_per_arch, seed_base=NEGATIVE_SEED,
                               cache_dir=cache, device=args.device, progress=log)  # fmt: skip
         # one surrogate per extraction recipe, built once; recipe R's fingerprints get all but R's
         steps = thieves.surrogates_for("", SURROGATE_ARCHS[ds])
         built = [build(f"{src}->{s}", cache_dir=cache) for s in steps]
         surrogate_models = dict(zip(thieves.EXTRACTION, built, strict=True))
         for scheme in args.schemes.split(","):
-            uses_surrogates = scheme in ("CAE", "Divergent")
+            uses_surrogates = getattr(mp.make_scheme(scheme).sampler, "surrogates", 0) > 0
             for budget in budgets:
                 fps = {}
                 for task, exprs in tasks.items():

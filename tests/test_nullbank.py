@@ -14,7 +14,7 @@ from modelprint.errors import ConfigError
 from modelprint.lineage.train import accuracy, fit
 from modelprint.nets import make_net
 
-ALPHA = 0.25  # needed(0.25) = 3: 3 models of the owner's architecture and 3 of others keep the test small
+ALPHA = 0.25  # needed(0.25) = 3: 3 models of each architecture keep the test small
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -49,7 +49,7 @@ def bank(small, tmp_path_factory):
 def test_plan_covers_the_owner_and_other_architectures():
     plan = nullbank.plan(0.01, "lenet", (1, 8, 8))
     archs = [a for a, _ in plan]
-    assert archs.count("lenet") == 99 and len(plan) == 198 and {"mlp", "cnn"} <= set(archs)
+    assert archs.count("lenet") == archs.count("mlp") == archs.count("cnn") == 99 and len(plan) == 297
     assert len({s for _, s in plan}) == len(plan)  # every model its own seed
     assert [a for a, _ in nullbank.plan(0.05, "mlp", (64,), own_only=True)] == ["mlp"] * 19
     with pytest.raises(ConfigError, match="cannot rebuild"):
@@ -59,7 +59,7 @@ def test_plan_covers_the_owner_and_other_architectures():
 def test_ensemble_models_are_trained_and_independent(bank, small):
     models, _ = bank
     _, _, xt, yt = small
-    assert [m.arch for m in models].count("mlp") == 3 and len(models) == 6
+    assert [m.arch for m in models].count("mlp") == 3 and len(models) == 9  # 3 of each architecture
     for m in models:
         assert accuracy(m.module, xt, yt) > 0.6, m.name  # chance is 0.1
     w = [m.module.state_dict() for m in models if m.arch == "mlp"]
@@ -81,7 +81,7 @@ def test_auto_calibration_is_stratified_and_decides(owner, small, bank):
     _, cache = bank
     fp = mp.extract(owner, "AKH", (xt, yt), budget=60, seed=0)
     fp = mp.calibrate(fp, "auto", ALPHA, data=(x, y), cache_dir=cache)  # the bank comes from the cache
-    assert fp.owner_arch == "mlp" and fp.null_strata.count("mlp") == 3 and len(fp.null_scores) == 6
+    assert fp.owner_arch == "mlp" and fp.null_strata.count("mlp") == 3 and len(fp.null_scores) == 9
     v = mp.verify(fp, copy.deepcopy(owner))
     assert v.related and v.p_value <= ALPHA / 10 and v.evidence["decided_on"] == "mlp"
     assert set(v.evidence["strata"]) >= {"(all)", "mlp"} and not v.warnings
@@ -100,3 +100,35 @@ def test_a_fingerprint_of_tensors_needs_data_for_its_bank(owner, small):
     fp = mp.extract(owner, "AKH", (xt, yt), budget=20, seed=0)
     with pytest.raises(ConfigError, match="pass data"):
         mp.calibrate(fp, "auto", ALPHA)
+
+
+class Foreign(torch.nn.Module):
+    """A user's own network that modelprint cannot rebuild: LayerNorm, GELU, a buffer."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            torch.nn.Flatten(),
+            torch.nn.Linear(64, 48),
+            torch.nn.LayerNorm(48),
+            torch.nn.GELU(),
+            torch.nn.Linear(48, 10),
+        )
+        self.register_buffer("scale", torch.tensor(1.0))
+
+    def forward(self, x):
+        return self.body(x) * self.scale
+
+
+def test_a_foreign_owner_gets_a_bank_of_other_architectures_and_a_warning(small, tmp_path):
+    x, y, xt, yt = small
+    torch.manual_seed(7)
+    owner = fit(Foreign(), x, y, epochs=30, lr=0.01, seed=7).eval()
+    fp = mp.extract(owner, "AKH", (xt, yt), budget=60, seed=0)
+    fp = mp.calibrate(fp, "auto", ALPHA, data=(x, y), cache_dir=tmp_path)
+    assert set(fp.null_strata) == {"mlp", "lenet", "cnn"} and len(fp.null_scores) == 9
+    v = mp.verify(fp, copy.deepcopy(owner))
+    assert v.related and v.p_value <= ALPHA / 10
+    assert any("architecture" in w for w in v.warnings)  # the null lacks the owner's own architecture
+    other = nullbank.build((x, y), ALPHA, None, count=1, seed_base=12_345, cache_dir=tmp_path)[0]
+    assert not mp.verify(fp, other.module).related

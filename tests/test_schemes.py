@@ -97,3 +97,15 @@ def test_cae_keeps_examples_the_owner_now_gets_wrong(source, zoo):
     origin = ctx.y[dist.argmin(1)]
     wrong = WhiteBox(source.module).labels(x) != origin
     assert float(wrong.float().mean()) >= 0.8  # the paper's filter: the owner no longer gets them right
+
+
+def test_preference_for_the_owner_over_the_population():
+    rep = REPRESENTATIONS.make("preference")
+    aux = {"owner": torch.tensor([1, 2, 3, 4]), "consensus": torch.tensor([0, 0, 0, 4])}
+    suspect = rep(torch.tensor([1, 0, 7, 4]), aux, 10)  # owner's, population's, neither, both agree
+    assert suspect.tolist() == [1.0, -1.0, 0.0, 0.0]
+    owner = rep(aux["owner"], aux, 10)
+    gap = DISTANCES.make("mean-gap")
+    assert 1 - gap(owner, owner) == 1.0
+    assert 1 - gap(owner, suspect) == 1 - (0.75 - 0.0) / 2
+    assert rep.needs == "labels"

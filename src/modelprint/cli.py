@@ -600,7 +600,8 @@ def schemes_cmd() -> None:
 
 # every named scheme (fingerprint.NAMED) verifies a suspect from its answers alone
 BLACK_BOX_SCHEMES = (
-    "AKH", "SAC-w", "SAC-m", "ModelDiff", "IPGuard", "ZestOfLIME", "FBI", "FBI-labels", "Random", "CAE", "Divergent"
+    "AKH", "SAC-w", "SAC-m", "ModelDiff", "IPGuard", "ZestOfLIME", "FBI", "FBI-labels", "Random", "CAE", "Divergent",
+    "Preference",
 )  # fmt: skip
 
 

@@ -1,11 +1,12 @@
 """The null bank: as many independent models as a false-positive rate needs, built cheaply and cached.
 
 A conformal p-value needs ``ceil(1/alpha) - 1`` null models to reach ``alpha`` (99 for 1%). The bank trains
-them on the evidence's own data, half of the owner's architecture when modelprint can rebuild it (the stratum
-hardest for a suspect: same inductive biases, same data) and half spread over other small architectures. Models
-of one architecture train together as one vectorised ensemble (``torch.func``): each has its own seed, its own
-initialisation and data order, and its own Adam state, exactly as if trained alone, but the small matrix products
-of many models run as one batched product, which is what makes a hundred models a matter of minutes on 2 cores.
+that many on the evidence's own data for each stratum a verdict may be decided on: the owner's architecture when
+modelprint can rebuild it (the stratum hardest for a suspect: same inductive biases, same data) and each other
+small architecture. Models of one architecture train together as one vectorised ensemble (``torch.func``): each
+has its own seed, its own initialisation and data order, and its own Adam state, exactly as if trained alone, but
+the small matrix products of many models run as one batched product, which is what makes a hundred models a
+matter of minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ def plan(
     count: int | None = None,
     seed_base: int = BANK_SEED,
 ) -> list[tuple[str, int]]:
-    """(architecture, seed) of every bank model for ``alpha``: ``needed(alpha)`` (or ``count``) of the owner's
-    architecture when it is one of modelprint's nets, and as many again over the other small architectures that
-    take the input (none with ``own_only``: weight comparisons need the owner's architecture)."""
+    """(architecture, seed) of every bank model for ``alpha``: ``needed(alpha)`` (or ``count``) models of each
+    architecture a verdict may be decided on, so that every stratum reaches ``alpha`` without a parametric tail:
+    the owner's when it is one of modelprint's nets, and each other small architecture that takes the input
+    (none with ``own_only``: weight comparisons need the owner's architecture)."""
     n = count or needed(alpha)
     own = owner_arch if owner_arch in NETS.names() and _fits(owner_arch, input_shape) else None
     out = [(own, seed_base + i) for i in range(n)] if own else []
@@ -59,7 +61,8 @@ def plan(
         return out
     usable = [a for a in OTHER_ARCHS if _fits(a, input_shape)]
     others = [a for a in usable if a != own] or usable
-    return out + [(others[i % len(others)], seed_base + 10_000 + i) for i in range(n)]
+    # seeds interleave over the other architectures, so a bank built for a larger alpha is a prefix of this one
+    return out + [(a, seed_base + 10_000 + k + len(others) * i) for i in range(n) for k, a in enumerate(others)]
 
 
 def _fits(arch: str, input_shape: tuple[int, ...]) -> bool:

@@ -72,6 +72,17 @@ class AlignedCosine(Distance):
         return float(1 - F.cosine_similarity(a.flatten(), b[:, order].flatten(), dim=0, eps=1e-12))
 
 
+@DISTANCES.register("mean-gap")
+class MeanGap(Distance):
+    """Half the difference of the two representations' means (values in [-1, 1]): similarity 1 for a model that
+    answers like the owner, 0.5 for one without preference, 0 for one that always takes the other side."""
+
+    scale = "unit"
+
+    def __call__(self, a, b):
+        return float((a.double().mean() - b.double().mean()) / 2)
+
+
 @DISTANCES.register("l2")
 class L2(Distance):
     """Root mean square difference."""

@@ -294,7 +294,11 @@ class Divergent(Sampler):
             ]
         )
         own = ctx.owner.labels(x)
+        refs = [WhiteBox(m, device=ctx.device).labels(x) for m in ctx.models("references", self.references)]
         score = _agreement(ctx.models("surrogates", self.surrogates), x, own, ctx.device)
-        score = score - _agreement(ctx.models("references", self.references), x, own, ctx.device)
+        score = score - torch.stack([r == own for r in refs]).float().mean(0)
         score = score + torch.rand(n, generator=ctx.gen) * 1e-6  # random order among ties
-        return Queries(x[score.argsort(descending=True)[: ctx.budget]])
+        keep = score.argsort(descending=True)[: ctx.budget]
+        # the population's answer on each query, for the preference representation
+        consensus = torch.stack(refs).mode(0).values
+        return Queries(x[keep], aux={"owner": own[keep], "consensus": consensus[keep]})

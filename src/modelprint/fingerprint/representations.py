@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from ..access import Output
 from ..base import Params, Registry
+from ..errors import ConfigError
 
 Kind = Literal["categorical", "real"]
 REPRESENTATIONS: Registry[Representation] = Registry("representation")
@@ -150,3 +151,23 @@ class LabelRank(Representation):
         top = out.topk(min(self.k, out.shape[1]), dim=1).indices
         hit = top == y[:, None]
         return torch.where(hit.any(1), hit.float().argmax(1), torch.full_like(y, self.k))
+
+
+@REPRESENTATIONS.register("preference")
+class Preference(Representation):
+    """modelprint: per query, +1 when the model gives the owner's label, -1 when it gives the label of the
+    population of reference models instead (0 for anything else, and 0 where the two agree). A derived model,
+    even a poor one, prefers the owner's idiosyncratic answers; an independent one, even a strong one, prefers the
+    population's. Needs the owner's and the population's labels kept by the sampler (``divergent``)."""
+
+    kind = "real"
+
+    @property
+    def needs(self) -> Output:
+        return "labels"
+
+    def __call__(self, out, aux, num_classes):
+        if "owner" not in aux or "consensus" not in aux:
+            raise ConfigError("the preference representation reads queries made by the divergent sampler")
+        o, c = aux["owner"].to(out.device), aux["consensus"].to(out.device)
+        return (out == o).double() - (out == c).double()

@@ -62,6 +62,11 @@ NAMED: dict[str, tuple[str, str, str]] = {
         "6 surrogates and 6 references, no dropout on their members; a black-box owner drops the owner terms",
     ),
     "Divergent": ("divergent+labels+hamming", "modelprint: blends where the owner is idiosyncratic", ""),
+    "Preference": (
+        "divergent(surrogates=8)+preference+mean-gap",
+        "modelprint: on Divergent's queries, the suspect's preference for the owner's labels over the population's",
+        "",
+    ),
 }
 _BY_LOWER = {n.lower(): n for n in NAMED}
 RANK: dict[str, int] = {"labels": 0, "probs": 1, "logits": 2}
