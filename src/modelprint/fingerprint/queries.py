@@ -294,8 +294,8 @@ class Divergent(Sampler):
             ]
         )
         own = ctx.owner.labels(x)
-        refs = [WhiteBox(m, device=ctx.device).labels(x) for m in ctx.models("references", self.references)]
         score = _agreement(ctx.models("surrogates", self.surrogates), x, own, ctx.device)
+        refs = [WhiteBox(m, device=ctx.device).labels(x) for m in ctx.models("references", self.references)]
         score = score - torch.stack([r == own for r in refs]).float().mean(0)
         score = score + torch.rand(n, generator=ctx.gen) * 1e-6  # random order among ties
         keep = score.argsort(descending=True)[: ctx.budget]
