@@ -34,10 +34,9 @@ WATERMARKS = ("trigger-set", "noise", "content", "unrelated", "frontier-stitchin
 
 
 def interval(k: int, n: int) -> tuple[float, float]:
-    """Exact 95% confidence interval of a binomial proportion."""
-    lo = 0.0 if k == 0 else float(stats.beta.ppf(0.025, k, n - k + 1))
-    hi = 1.0 if k == n else float(stats.beta.ppf(0.975, k + 1, n - k))
-    return lo, hi
+    """Exact (Clopper-Pearson) 95% confidence interval of a binomial proportion."""
+    ci = stats.binomtest(k, n).proportion_ci(0.95, method="exact")
+    return float(ci.low), float(ci.high)
 
 
 def rows_for(name: str, p_values: dict[str, list[float]], copy_p: float | None) -> list[dict]:

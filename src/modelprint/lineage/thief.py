@@ -20,7 +20,7 @@ from .. import data
 from ..access import WhiteBox, hard_labels
 from ..base import Params, Registry
 from ..errors import ConfigError
-from .ops import OPS, Node, Op, _check_arch, _seeded_net
+from .ops import OPS, Node, Op, _check_arch, _seeded_net, _trainable
 from .train import OPTIMIZERS, fit
 
 QUERIES: Registry[QuerySource] = Registry("thief's query source")
@@ -139,6 +139,11 @@ class Natural(QuerySource):
         return self.images[torch.randint(0, len(self.images), (len(x),), generator=gen)].to(x.device)
 
 
+def _student(arch: str, parent: Node, ds: data.LabeledDataset, seed: int) -> nn.Module:
+    """The thief's fresh network: ``arch``, or the parent's own architecture for ``same``."""
+    return _seeded_net(parent.module.mp_config["arch"] if arch == "same" else arch, ds, seed)
+
+
 class _Extract(Op):
     """Train a student on the parent's answers to the thief's queries."""
 
@@ -153,11 +158,6 @@ class _Extract(Op):
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
 
-    def _student(self, parent: Node) -> nn.Module:
-        ds = data.load(parent.dataset, "attacker")
-        arch = parent.module.mp_config["arch"] if self.arch == "same" else self.arch
-        return _seeded_net(arch, ds, self.seed)
-
     def apply(self, parent: Node, device: str = "cpu") -> Node:
         split = data.load(parent.dataset, "attacker")
         x = split.x  # the thief's inputs; their true labels only with ``true_labels``
@@ -165,7 +165,7 @@ class _Extract(Op):
         targets = teacher.probs if self.soft else hard_labels(teacher).labels
         queries = QUERIES.make(self.queries).bind(x)
         student = fit(
-            self._student(parent),
+            _student(self.arch, parent, split, self.seed),
             x,
             lambda xb: targets(xb).to(xb.device),
             epochs=self.epochs,
@@ -261,7 +261,7 @@ class JacobianExtract(Op):
         gen = torch.Generator().manual_seed(self.seed)
         x = split.x[torch.randperm(len(split.x), generator=gen)[: self.seeds]]
         low, high = float(split.x.min()), float(split.x.max())
-        student = _seeded_net(parent.module.mp_config["arch"] if self.arch == "same" else self.arch, split, self.seed)
+        student = _student(self.arch, parent, split, self.seed)
         for r in range(self.rounds + 1):
             y = teacher.labels(x)
             fit(student, x, y, epochs=self.epochs, lr=self.lr, seed=self.seed + r, device=device)
@@ -323,9 +323,7 @@ class DFME(Op):
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            student = _seeded_net(
-                parent.module.mp_config["arch"] if self.arch == "same" else self.arch, split, self.seed
-            ).to(device)
+            student = _student(self.arch, parent, split, self.seed).to(device)
             gen_net = _Generator(64, split.input_shape, low, high).to(device)
             opt_s = torch.optim.SGD(student.parameters(), lr=self.lr, momentum=0.9, weight_decay=5e-4)
             opt_g = torch.optim.Adam(gen_net.parameters(), lr=self.lr_gen)
@@ -381,10 +379,8 @@ class RandomizeBoundary(Op):
         self.seed, self.eps, self.epochs, self.lr, self.weight = seed, eps, epochs, lr, weight
 
     def apply(self, parent: Node, device: str = "cpu") -> Node:
-        import copy
-
         split = data.load(parent.dataset, "attacker")
-        model = copy.deepcopy(parent.module).float().to(device)
+        model = _trainable(parent).to(device)
         labels = WhiteBox(model, device=device, input_shape=split.input_shape).labels(split.x)
         span = float(split.x.max() - split.x.min()) or 1.0
         c = model.mp_config["num_classes"] if getattr(model, "mp_config", None) else int(labels.max()) + 1
