@@ -3,7 +3,8 @@ every extraction recipe and copy task of ``modelprint.bench.thieves`` (students 
 independent negatives from the null bank's trainer (as many of the owner's architecture as of each other).
 Fingerprints whose queries are chosen with surrogates (CAE, Divergent, Preference) are evaluated
 leave-one-recipe-out: for extraction recipe R their surrogates are built with the other recipes only. Prints AUC,
-TPR@1%FPR (n/a below 100 negatives) and TPR@5%FPR per scheme x task x budget, and writes generalization.csv.
+TPR@1%FPR (n/a below 100 negatives) and TPR@5%FPR per scheme x task x budget, and writes generalization.csv
+(the table) and scores.csv (every model's score, to study combinations of schemes).
 
     python benchmarks/generalization.py                 # digits and mnist1d, budgets 20/50/100, 102 negatives
     python benchmarks/generalization.py --quick         # digits, budget 100, 60 negatives, fewer students
@@ -33,6 +34,13 @@ SCHEMES = ("AKH", "SAC-w", "ModelDiff", "IPGuard", "ZestOfLIME", "FBI", "FBI-lab
 NEGATIVE_SEED = 80_000  # clear of the null bank's and the calibration benchmark's seeds
 
 
+def score_rows(where: tuple, names: list[str], task: str, scores: np.ndarray) -> list[dict]:
+    """One row per scored model: (dataset, scheme, budget, held-out recipe), the model, its task ("" for an
+    independent negative) and its score."""
+    keys = dict(zip(("dataset", "scheme", "budget", "held_out"), where, strict=True))
+    return [{**keys, "model": n, "task": task, "score": float(s)} for n, s in zip(names, scores, strict=True)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -53,6 +61,7 @@ def main() -> None:
         print(f"[{time.perf_counter() - t0:6.0f}s] {msg}", flush=True)
 
     rows: list[dict] = []
+    scored: list[dict] = []
     for ds in datasets:
         src = f"train({OWNERS[ds]},{ds},0)"
         owner = build(src, cache_dir=cache, device=args.device)
@@ -74,16 +83,18 @@ def main() -> None:
         for scheme in args.schemes.split(","):
             uses_surrogates = getattr(mp.make_scheme(scheme).sampler, "surrogates", 0) > 0
             for budget in budgets:
-                fps = {}
+                fps, negatives = {}, {}
                 for task, exprs in tasks.items():
                     held = task if uses_surrogates and task in thieves.EXTRACTION else None
                     if held not in fps:
                         surr = [m for n, m in surrogate_models.items() if n != held] if uses_surrogates else None
                         fps[held] = mp.extract(owner, scheme, ds, budget, cache_dir=cache, device=args.device,
                                                surrogates=surr)  # fmt: skip
-                    fp = fps[held]
-                    neg = np.array([mp.score(fp, m.module) for m in negs])
+                        negatives[held] = np.array([mp.score(fps[held], m.module) for m in negs])
+                        scored += score_rows((ds, scheme, budget, held), [m.name for m in negs], "", negatives[held])
+                    fp, neg = fps[held], negatives[held]
                     pos = np.array([mp.score(fp, positives[e]) for e in exprs])
+                    scored += score_rows((ds, scheme, budget, held), exprs, task, pos)
                     related = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
                     score = np.r_[pos, neg]
                     rows.append({
@@ -96,6 +107,7 @@ def main() -> None:
                         "leave_one_out": held is not None,
                     })  # fmt: skip
                 pd.DataFrame(rows).to_csv(args.out / "generalization.csv", index=False)
+                pd.DataFrame(scored).to_csv(args.out / "scores.csv", index=False)
                 log(f"{ds} {scheme} budget {budget} done")
     table = pd.DataFrame(rows)
     with pd.option_context("display.width", 220, "display.max_rows", 2000):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy import special
+from scipy import special, stats
 
 from modelprint.decide import (
     Null,
@@ -18,6 +18,7 @@ from modelprint.decide import (
     combine,
     decide,
     decide_binomial,
+    needed,
     rate_null,
     serfling_radius,
 )
@@ -86,6 +87,20 @@ def test_decisions_hold_their_fpr(n_null, scale):
     assert np.mean(fprs) < alpha + 4 * sem + 0.005, (np.mean(fprs), sem)
 
 
+def test_decisions_hold_their_fpr_for_this_null_set():
+    # the FPR of one fixed null set exceeds alpha for at most 1 - confidence of null sets (here: uniform scores,
+    # so the FPR of a threshold tau is exactly 1 - tau); the marginal conformal p-value exceeds it far more often
+    rng = np.random.default_rng(5)
+    alpha, n = 0.05, needed(0.05)
+    assert n == 45 and needed(0.01) == 230 and needed(0.05, None) == 19
+    over = {0.9: [], None: []}
+    for _ in range(2000):
+        u = rng.uniform(0, 1, n)
+        for confidence, out in over.items():
+            out.append(1 - Null(u, confidence=confidence).threshold(alpha) > alpha)
+    assert np.mean(over[0.9]) < 0.1 + 0.03 and np.mean(over[None]) > 0.3, {k: np.mean(v) for k, v in over.items()}
+
+
 def test_threshold_and_p_value_agree():
     rng = np.random.default_rng(1)
     for n, scale in ((5, Scale("correlation")), (50, Scale("correlation")), (300, Scale("real"))):
@@ -96,10 +111,13 @@ def test_threshold_and_p_value_agree():
 
 
 def test_conformal_p_value_and_degenerate_nulls():
-    null = Null(np.arange(300.0) / 300, scale=Scale("unit"))
-    assert null.p_value(0.5) == pytest.approx(151 / 301)  # 1 + the 150 null scores at or above 0.5
+    scores = np.arange(300.0) / 300
+    marginal = Null(scores, scale=Scale("unit"), confidence=None)
+    assert marginal.p_value(0.5) == pytest.approx(151 / 301)  # 1 + the 150 null scores at or above 0.5
+    null = Null(scores, scale=Scale("unit"))  # training-conditional: Clopper-Pearson's 90% bound on 150 of 300
+    assert null.p_value(0.5) == pytest.approx(stats.beta.ppf(0.9, 151, 150)) and null.p_value(0.5) > 151 / 301
     assert null.p_value(-1) == 1.0
-    assert null.p_value(0.999) < 1 / 301  # beyond every null: the tail refines 1/(n+1)
+    assert null.p_value(0.999) < 1 / 301  # beyond every null: the tail refines the bound
     same = Null(np.full(5, 0.9), scale=Scale("unit"))
     assert same.p_value(0.9) == pytest.approx(1.0) and same.p_value(0.95) < 1e-6
     with pytest.raises(ConfigError, match="at least 2"):
@@ -126,8 +144,8 @@ def test_a_threshold_never_exceeds_the_score_range(scale):
 
 def test_three_outcomes_and_methods():
     rng = np.random.default_rng(3)
-    big = Null(special.expit(rng.normal(0, 0.3, 99)), scale=Scale("unit"))
-    assert _v(0.5, big, 0.01).outcome == "not related" and _v(0.5, big, 0.01).method == "conformal"
+    big = Null(special.expit(rng.normal(0, 0.3, needed(0.01))), scale=Scale("unit"))
+    assert _v(0.5, big, 0.01).outcome == "not related" and _v(0.5, big, 0.01).method.startswith("conformal (")
     top = _v(0.999, big, 0.01)
     assert top.related and top.p_value < 0.01 / 10 and "beyond the nulls" in top.method
     small = Null(special.expit(rng.normal(0, 0.3, 5)), scale=Scale("unit"))

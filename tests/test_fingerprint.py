@@ -175,10 +175,27 @@ def test_data_as_tensors_and_owner_as_plain_module(source):
     plain = torch.nn.Sequential(*copy.deepcopy(source.module).children())  # no modelprint config
     fp = mp.extract(plain, "AKH", (ds.x, ds.y), budget=10)
     assert fp.dataset.startswith("tensors:") and mp.score(fp, source.module) == 1.0
-    with pytest.raises(ConfigError, match="references"):
-        mp.extract(plain, "FBI", (ds.x, ds.y), budget=10)
     with pytest.raises(ConfigError, match="even"):
         mp.extract(plain, "ModelDiff", "digits", budget=9)
+
+
+def test_helpers_built_on_tensors_from_a_black_box_owner(source, finetuned, nulls):
+    # an owner seen only through its labels (as an ONNX file or a server is) and data given as tensors: the
+    # references train on the tensors' train split, the surrogate extracts from the owner's labels
+    from modelprint import data
+
+    ds = data.load("digits", "test")
+    asked = []
+
+    def answer(x):
+        asked.append(len(x))
+        return source.module(x).argmax(1)
+
+    owner = mp.BlackBox(answer, "labels", num_classes=10, input_shape=(1, 8, 8))
+    fp = mp.extract(owner, "divergent(references=1,surrogates=1)+labels+hamming", (ds.x, ds.y), budget=20,
+                    cache_dir=False)  # fmt: skip
+    assert sum(asked) > len(ds.x)  # the surrogate's thief asked the owner, beyond the fingerprint's own queries
+    assert mp.score(fp, source.module) == 1.0 and mp.score(fp, finetuned) > max(mp.score(fp, m) for m in nulls)
 
 
 def test_references_and_surrogates_given_by_the_user(source, finetuned, independents, nulls):

@@ -115,7 +115,8 @@ def digest(name: str) -> str:
     from ..digest import path_digest
 
     prefix, sep, path = name.partition(":")
-    return path_digest(path) if sep and prefix + ":" in SOURCES else ""
+    # tensors:DIGEST is named by its content already
+    return path_digest(path) if sep and prefix + ":" in SOURCES and prefix != "tensors" else ""
 
 
 def names() -> list[str]:

@@ -1,4 +1,5 @@
-"""Users' own data from local paths: ``npz:PATH`` arrays and ``folder:PATH`` class folders of images."""
+"""Users' own data: ``npz:PATH`` arrays, ``folder:PATH`` class folders of images, and ``tensors:DIGEST``, tensors
+a program passed in (named by their content, kept in this process's memory)."""
 
 from __future__ import annotations
 
@@ -134,3 +135,22 @@ def folder(path: str) -> Source:
         if "attacker" not in splits:
             splits.update(carve_attacker(splits["train"], y))
     return Source(x.astype(np.float32) / 255.0, y, len(class_names), splits)
+
+
+_MEMORY: dict[str, Source] = {}
+
+
+def remember(x: np.ndarray, y: np.ndarray, key: str) -> str:
+    """Make in-memory inputs and labels the dataset ``tensors:KEY`` of this process (``key`` digests their
+    content), with the usual train/attacker/test splits, so that helper models train on them like on any other
+    registered dataset."""
+    if key not in _MEMORY:
+        _MEMORY[key] = Source(np.asarray(x, np.float32), _as_labels(np.asarray(y), "tensors"), int(y.max()) + 1)
+    return f"tensors:{key}"
+
+
+@register("tensors:")
+def tensors(key: str) -> Source:
+    if key not in _MEMORY:
+        raise DataError(f"tensors:{key}: these tensors are not in this process: pass data=(x, y) again")
+    return _MEMORY[key]

@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 
 from .. import data as datasets
 from ..access import BlackBox, Model, WhiteBox, architecture
+from ..data.local import remember
 from ..decide import COMBINERS, check_alpha, combine, decide, serfling_radius
 from ..digest import module_digest, tensors_digest
 from ..errors import ConfigError
@@ -27,8 +28,8 @@ from .weights import WeightsFingerprint, matching_agreement
 Data = str | Dataset | tuple[torch.Tensor, torch.Tensor]
 Suspect = Model | nn.Module | Callable[[torch.Tensor], Any] | str | Path
 
-# Reference models (independent) and surrogates (label extractions of the owner) that samplers build when the
-# owner's data is a registered dataset. Their seeds are far from the small seeds users and benchmarks pick.
+# Reference models (independent) and surrogates (label extractions of the owner) that samplers build on the
+# owner's data, whatever its form. Their seeds are far from the small seeds users and benchmarks pick.
 HELPER_ARCHS = ("lenet", "mlp", "resnet-tiny", "cnn")
 REFERENCE_SEED, SURROGATE_SEED = 1001, 2001
 # The surrogates' recipe is a thief's that no benchmark evaluates (augmented own inputs, SGD, 30 epochs): a
@@ -61,7 +62,8 @@ def held_out(data: Data) -> tuple[torch.Tensor, torch.Tensor, str]:
             f"data must be float inputs (N, ...) and integer labels (N,), got {x.dtype} "
             f"{tuple(x.shape)} and {y.dtype} {tuple(y.shape)}"
         )
-    return x.float(), y.long(), f"tensors:{tensors_digest('', {'x': x, 'y': y})[:16]}"
+    x, y = x.float(), y.long()
+    return x, y, remember(x.numpy(), y.numpy(), tensors_digest("", {"x": x, "y": y})[:16])
 
 
 def _owner(owner: Model | nn.Module, x: torch.Tensor, device: str) -> Model:
@@ -72,7 +74,7 @@ def _owner(owner: Model | nn.Module, x: torch.Tensor, device: str) -> Model:
     raise ConfigError(f"the owner must be a torch module or a modelprint Model, not {type(owner).__name__}")
 
 
-def _builders(owner: Model, dataset: str | None, references, surrogates, cache_dir, device):
+def _builders(owner: Model, dataset: str, references, surrogates, cache_dir, device):
     """Functions giving ``n`` reference models and ``n`` surrogates: the user's, or built by the lineage module."""
     from ..lineage import build, resolve, step
     from ..lineage.ops import Node
@@ -95,10 +97,8 @@ def _builders(owner: Model, dataset: str | None, references, surrogates, cache_d
         ]
 
     def built_surrogates(n: int) -> list[nn.Module]:
-        if not isinstance(owner, WhiteBox):
-            raise ConfigError("surrogates of a black-box owner cannot be built here: pass surrogates=[...]")
         out = []
-        lineage = getattr(owner.module, "mp_lineage", None)
+        lineage = getattr(owner.module, "mp_lineage", None) if isinstance(owner, WhiteBox) else None
         cached = bool(lineage) and lineage.get("digest") == module_digest(owner.module)
         for i in range(n):
             arch, seed = HELPER_ARCHS[i % len(HELPER_ARCHS)], SURROGATE_SEED + i
@@ -106,12 +106,25 @@ def _builders(owner: Model, dataset: str | None, references, surrogates, cache_d
                 out.append(build(f"{lineage['expression']}->{surrogate_step(arch, seed)}", cache_dir, device))
             else:  # an owner the zoo did not build (or changed since): extract from it directly, not cached
                 op = step(surrogate_step(arch, seed))
-                out.append(op.apply(Node(owner.module, dataset), device=device).module)
+                module = owner.module if isinstance(owner, WhiteBox) else LabelsOf(owner)
+                out.append(op.apply(Node(module, dataset), device=device).module)
         return out
 
-    refs = given(references, "references") if references is not None else built_refs if dataset else None
-    surr = given(surrogates, "surrogates") if surrogates is not None else built_surrogates if dataset else None
+    refs = given(references, "references") if references is not None else built_refs
+    surr = given(surrogates, "surrogates") if surrogates is not None else built_surrogates
     return refs, surr
+
+
+class LabelsOf(nn.Module):
+    """A black-box owner (ONNX, a server, a callable) as a module that answers one-hot labels: all a label-only
+    thief learns from it, so surrogates extract from it as from a white-box owner."""
+
+    def __init__(self, model: Model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.one_hot(self.model.labels(x.cpu()), self.model.num_classes).float().to(x.device)
 
 
 def extract(
@@ -127,8 +140,10 @@ def extract(
     device: str = "cpu",
 ) -> Fingerprint:
     """Fingerprint ``owner`` with ``scheme`` using ``budget`` queries drawn from ``data`` (a registered dataset's
-    test split, a Dataset, or (x, y) tensors). Samplers that need reference models or surrogates build them with
-    the lineage module (cached) when ``data`` is a registered dataset, or take ``references``/``surrogates``.
+    test split, a Dataset, or (x, y) tensors). Samplers that need reference models or surrogates take
+    ``references``/``surrogates``, or build them with the lineage module on ``data`` (cached; tensors are split
+    like a dataset): references trained on its train split, surrogates extracted from the owner's labels on its
+    attacker split, which works for a black-box owner too (ONNX, a server) at the cost of those queries.
     ``scheme="weights"`` keeps the owner's weights instead, to test suspects' checkpoints (white-box)."""
     if isinstance(scheme, str) and scheme.strip().lower() == "weights":
         if not isinstance(owner, nn.Module):
@@ -143,7 +158,7 @@ def extract(
         raise ConfigError(f"the owner takes inputs of shape {model.input_shape}, the data has {tuple(x.shape[1:])}")
     if int(y.max()) >= model.num_classes:
         raise ConfigError(f"the data has labels up to {int(y.max())}, the owner only {model.num_classes} classes")
-    refs, surr = _builders(model, name if isinstance(data, str) else None, references, surrogates, cache_dir, device)
+    refs, surr = _builders(model, name, references, surrogates, cache_dir, device)
     gen = torch.Generator().manual_seed(seed)
     queries = scheme.sampler.sample(Context(model, x, y, budget, gen, device, refs, surr))
     if len(queries.x) != budget:
