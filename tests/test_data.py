@@ -61,7 +61,7 @@ def test_npz_plain_and_with_splits(tmp_path):
     x, y = rng.random((120, 6)).astype(np.float32), np.repeat(np.arange(3), 40)
     np.savez(tmp_path / "a.npz", x=x, y=y)
     ds = data.load(f"npz:{tmp_path / 'a.npz'}", "train")
-    assert ds.input_shape == (1, 6) and ds.num_classes == 3 and len(ds) == 60
+    assert ds.input_shape == (6,) and ds.num_classes == 3 and len(ds) == 60  # tabular rows stay vectors
     split = np.array(["train"] * 70 + ["attacker"] * 20 + ["test"] * 30)
     np.savez(tmp_path / "b.npz", x=x, y=y, split=split)
     assert len(data.load(f"npz:{tmp_path / 'b.npz'}", "test")) == 30
@@ -98,3 +98,20 @@ def test_folder_of_images(tmp_path):
     data.source.cache_clear()
     with pytest.raises(DataError, match="odd.png: image size"):
         data.load(f"folder:{tmp_path / 'imgs'}")
+
+
+def test_tabular_npz_runs_through_train_and_fingerprint(tmp_path):
+    # a user's tabular data (n, F): the README's calls, with subpackages reached as attributes of the package
+    import modelprint as mp
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 12)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64) + (x[:, 2] > 0.5)
+    np.savez(tmp_path / "tab.npz", x=x, y=y)
+    name = f"npz:{tmp_path / 'tab.npz'}"
+    owner = mp.lineage.build(f"train(mlp,{name},0)", cache_dir=False)
+    fp = mp.extract(owner, "AKH", name, budget=20)
+    assert fp.queries.shape == (20, 12) and mp.score(fp, owner) == 1.0
+    assert callable(mp.watermark.embed) and callable(mp.nullbank.build)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        _ = mp.nothing

@@ -222,6 +222,7 @@ def test_file_round_trips_bit_for_bit(akh, tmp_path):
     assert torch.equal(loaded.queries, akh.queries) and torch.equal(loaded.responses, akh.responses)
     assert list(loaded.null_scores) == list(akh.null_scores) and loaded.scheme == akh.scheme
     assert loaded.scheme.label == "AKH"
+    assert repr(loaded).startswith("Fingerprint(AKH, ") and "calibrated on" in repr(loaded) and len(repr(loaded)) < 200
 
 
 def test_lime_fingerprint_keeps_its_masks(fingerprints, tmp_path, source):

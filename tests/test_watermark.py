@@ -144,6 +144,7 @@ def test_key_round_trips_and_rejects_tampering(marked, tmp_path):
     loaded.save(tmp_path / "again.key")
     assert (tmp_path / "again.key").read_bytes() == path.read_bytes()
     assert torch.equal(loaded.labels, key.labels) and loaded.scheme == key.scheme
+    assert repr(loaded).startswith("Key(") and f"{len(key.inputs)} inputs" in repr(loaded) and len(repr(loaded)) < 200
     with safe_open(str(path), "pt") as f:
         meta, ts = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     ts["labels"] = (ts["labels"] + 1) % 10

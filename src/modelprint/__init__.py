@@ -19,6 +19,19 @@ from .nets import make_net  # noqa: E402
 from .remote import RemoteModel  # noqa: E402
 from .verdict import Verdict  # noqa: E402
 
+# subpackages reachable as attributes (``mp.watermark.embed``), imported on first use so that ``import modelprint``
+# stays light
+_SUBMODULES = ("bench", "data", "decide", "diffusion", "lineage", "nullbank", "registry", "watermark")
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'modelprint' has no attribute {name!r}")
+
+
 __all__ = [
     "BlackBox",
     "Fingerprint",

@@ -348,6 +348,11 @@ def _rate_threshold(counts, n: int, alpha: float) -> float:
     return (k - 1) / n if k <= n else math.inf
 
 
+def describe_null(scores, target_fpr: float) -> str:
+    """One phrase on an evidence file's calibration, for its ``repr``."""
+    return "uncalibrated" if scores is None else f"calibrated on {len(scores)} null models at FPR {target_fpr:g}"
+
+
 def check_alpha(alpha: float) -> None:
     if not 0 < alpha < 1:
         raise ConfigError(f"a false-positive rate must be in (0, 1), got {alpha}")

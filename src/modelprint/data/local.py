@@ -14,14 +14,15 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def _as_inputs(x: np.ndarray, where: str) -> np.ndarray:
-    """float32 (N, C, *spatial): vectors get one channel, (N, H, W) images get one channel, uint8 -> [0, 1]."""
+    """float32 inputs: vectors (N, F) stay vectors (tabular data; modelprint's nets reshape them themselves),
+    (N, H, W) images get one channel, (N, C, ...) is kept; uint8 -> [0, 1]."""
     if x.ndim < 2:
         raise DataError(f"{where}: inputs must have a sample axis and at least one feature axis, got {x.shape}")
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise DataError(f"{where}: inputs must be numeric, got dtype {x.dtype}")
     scale = 255.0 if x.dtype == np.uint8 else 1.0
     x = x.astype(np.float32) / scale
-    return x[:, None] if x.ndim in (2, 3) else x
+    return x[:, None] if x.ndim == 3 else x
 
 
 def _as_labels(y: np.ndarray, where: str) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .. import __version__, container
-from ..decide import Null, Scale
+from ..decide import Null, Scale, describe_null
 from ..errors import ConfigError, FileFormatError
 from .schemes import Scheme, make_scheme
 
@@ -84,6 +84,12 @@ class Fingerprint:
     @cached_property
     def null(self) -> Null | None:
         return None if self.null_scores is None else Null(self.null_scores, self.null_strata, self.scale)
+
+    def __repr__(self) -> str:  # not the tensors: a fingerprint prints as what it is
+        return (
+            f"Fingerprint({self.scheme.label}, {self.budget} queries on {self.dataset}, owner "
+            f"{self.owner_arch or 'unknown'}, {describe_null(self.null_scores, self.target_fpr)})"
+        )
 
     @cached_property
     def owner_representation(self) -> torch.Tensor:

@@ -18,7 +18,7 @@ from torch import nn
 from .. import __version__, container
 from .. import data as datasets
 from ..access import Model, WhiteBox, architecture, as_model
-from ..decide import Null, check_alpha, decide, decide_binomial, rate_null
+from ..decide import Null, check_alpha, decide, decide_binomial, describe_null, rate_null
 from ..digest import module_digest
 from ..errors import ConfigError, FileFormatError
 from ..lineage.train import fit
@@ -68,6 +68,12 @@ class Key:
     target_fpr: float = 0.01
     null_strata: tuple[str, ...] = ()
     owner_arch: str | None = None
+
+    def __repr__(self) -> str:  # not the tensors: a key prints as what it is
+        return (
+            f"Key({self.scheme.spec()}, {len(self.inputs)} inputs on {self.dataset}, "
+            f"{describe_null(self.null_scores, self.target_fpr)})"
+        )
 
     @property
     def chance(self) -> float | None:
