@@ -12,7 +12,7 @@ import pytest
 
 from modelprint.access import BlackBox, WhiteBox
 from modelprint.errors import FileFormatError
-from modelprint.fingerprint import calibrate, extract
+from modelprint.fingerprint import Fingerprint, calibrate, extract, verify
 from modelprint.registry import Registry
 
 OWNER = "train(cnn,digits,0)"
@@ -63,6 +63,24 @@ def test_black_box_search_uses_fingerprints(zoo, owner_fp, tmp_path):
     labels_only = BlackBox(derived.labels, num_classes=10, input_shape=(1, 8, 8))
     [match] = registry.search(labels_only)
     assert match.name == "owner" and match.verdict.related and match.distance is None
+
+
+def test_search_corrects_for_an_entrys_number_of_fingerprints(zoo, zoo_cache, owner_fp, tmp_path):
+    # two fingerprints of one entry are two chances to accuse: its p-value is Holm's (twice the smaller one)
+    second = extract(zoo(OWNER).module, "AKH", "digits", budget=40, seed=1, cache_dir=zoo_cache)
+    second = calibrate(second, NULLS, target_fpr=0.05, cache_dir=zoo_cache).save(tmp_path / "second.fp")
+    registry = Registry(tmp_path / "r.db")
+    registry.add("owner", fingerprints=[owner_fp, second])
+
+    def labels_of(expr):
+        return BlackBox(WhiteBox(zoo(expr).module, input_shape=(1, 8, 8)).labels, num_classes=10, input_shape=(1, 8, 8))
+
+    other = labels_of("train(cnn,digits,9)")
+    alone = min(verify(Fingerprint.load(f), other).p_value for f in (owner_fp, second))
+    [match] = registry.search(other)
+    assert "Holm over 2" in match.verdict.method and match.verdict.p_value == pytest.approx(min(1.0, 2 * alone))
+    [match] = registry.search(labels_of(f"{OWNER}->finetune(1)"))
+    assert match.verdict.related and match.verdict.alpha == 0.05
 
 
 def test_bad_fingerprint_files_are_refused(tmp_path):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -220,7 +220,8 @@ class Registry:
     def search(self, suspect, *, top_k: int = 5, first_cut: int = 100, alpha: float | None = None,
                cache_dir=None, device: str = "cpu") -> list[Match]:  # fmt: skip
         """The registered models ``suspect`` most likely derives from, best first. ``suspect``: a torch module,
-        a model file or lineage expression (white-box: first cut by signature), or any black-box ``Model``."""
+        a model file or lineage expression (white-box: first cut by signature), or any black-box ``Model``. An
+        entry's verdict is its strongest fingerprint's, with Holm's p-value over the entry's fingerprints."""
         from sqlalchemy import select
 
         from .fingerprint import Fingerprint, verify
@@ -245,7 +246,7 @@ class Registry:
         matches = []
         with tempfile.TemporaryDirectory() as tmp:
             for e in entries:
-                best = None
+                best, k = None, len(blobs.get(e.id, []))
                 for i, blob in enumerate(blobs.get(e.id, [])):
                     path = Path(tmp) / f"{e.id}-{i}.fp"
                     path.write_bytes(blob)
@@ -255,10 +256,16 @@ class Registry:
                         raise FileFormatError(
                             f"registry entry {e.name!r}: stored fingerprint is damaged ({err})"
                         ) from None
+                    # Holm over the entry's k fingerprints: its smallest p-value times k, so that an entry with
+                    # many fingerprints is not accused more often by chance (each decided at alpha / k)
+                    family = fp.target_fpr if alpha is None else alpha
                     try:
-                        v = verify(fp, suspect, alpha=alpha, device=device)
+                        v = verify(fp, suspect, alpha=family / k, device=device)
                     except (AccessError, ConfigError):  # e.g. a weights fingerprint of another architecture
                         continue
+                    if k > 1:
+                        v = replace(v, p_value=min(1.0, k * v.p_value), alpha=family,
+                                    method=f"{v.method}; Holm over {k} fingerprints")  # fmt: skip
                     if best is None or v.p_value < best.p_value:
                         best = v
                 matches.append(Match(e.name, distances.get(e.id), best, e.meta))
