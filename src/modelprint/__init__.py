@@ -2,34 +2,29 @@
 
 __version__ = "0.1.0"
 
-from .access import BlackBox, Model, WhiteBox, as_model  # noqa: E402
-from .errors import ModelprintError  # noqa: E402
-from .fingerprint import (  # noqa: E402
-    Fingerprint,
-    calibrate,
-    compare_weights,
-    extract,
-    make_scheme,
-    score,
-    verify,
-    verify_combined,
-)
-from .io import load_model, save_model  # noqa: E402
-from .nets import make_net  # noqa: E402
-from .remote import RemoteModel  # noqa: E402
-from .verdict import Verdict  # noqa: E402
-
-# subpackages reachable as attributes (``mp.watermark.embed``), imported on first use so that ``import modelprint``
-# stays light
+# every name is imported on first use, so that ``import modelprint`` (and the command line's --help) stays light
+_NAMES = {
+    "BlackBox": "access", "Model": "access", "WhiteBox": "access", "as_model": "access",
+    "ModelprintError": "errors", "Verdict": "verdict", "RemoteModel": "remote", "make_net": "nets",
+    "load_model": "io", "save_model": "io",
+    **dict.fromkeys(("Fingerprint", "calibrate", "compare_weights", "extract", "make_scheme", "score", "verify",
+                     "verify_combined"), "fingerprint"),
+}  # fmt: skip
 _SUBMODULES = ("bench", "data", "decide", "diffusion", "lineage", "nullbank", "registry", "watermark")
 
 
 def __getattr__(name: str):
-    if name in _SUBMODULES:
-        import importlib
+    import importlib
 
+    if name in _NAMES:
+        return getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+    if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'modelprint' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_NAMES, *_SUBMODULES])
 
 
 __all__ = [

@@ -1,0 +1,48 @@
+"""The ``modelprint`` command: a thin typer layer over the Python API, one module per command group."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ..errors import ModelprintError
+from . import fingerprints, serving  # noqa: F401  (their commands register on app)
+from .bench import BLACK_BOX_SCHEMES, bench_app, summary_table
+from .common import app, err_console
+from .diffusion import diffusion_app
+from .registry import registry_app
+from .watermark import watermark_app
+from .zoo import data_app, zoo_app
+
+for sub, name in ((zoo_app, "zoo"), (data_app, "data"), (bench_app, "bench"), (diffusion_app, "diffusion"),
+                  (registry_app, "registry"), (watermark_app, "watermark")):  # fmt: skip
+    app.add_typer(sub, name=name)
+
+__all__ = ["BLACK_BOX_SCHEMES", "app", "main", "summary_table"]
+
+
+def main() -> None:
+    """Entry point: run the app, printing modelprint's own errors as one line instead of a traceback."""
+    try:
+        code = app(standalone_mode=False)  # a command's typer.Exit comes back as its return value here
+    except ModelprintError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("interrupted (a benchmark run resumes where it stopped when run again)")
+        sys.exit(130)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""The fingerprint commands: extract, calibrate, verify, compare, schemes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..errors import ConfigError
+from .common import (
+    CacheOpt,
+    DeviceOpt,
+    ModelArg,
+    app,
+    check_device,
+    console,
+    err_console,
+    show_verdict,
+)
+
+
+@app.command("extract")
+def extract_cmd(
+    model: ModelArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the fingerprint file.")],
+    scheme: Annotated[
+        str, typer.Option("--scheme", "-s", help="Named scheme, sampler+representation+distance, or weights.")
+    ] = "AKH",
+    data: Annotated[
+        str, typer.Option("--data", "-d", help="Dataset the queries are drawn from (its test split).")
+    ] = "digits",
+    budget: Annotated[int, typer.Option("--budget", "-b", help="Number of queries.")] = 100,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of every random choice.")] = 0,
+    cache: CacheOpt = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Fingerprint the owner's MODEL and write the fingerprint file."""
+    from ..fingerprint import extract, make_scheme
+    from ..lineage import resolve
+
+    if scheme.strip().lower() != "weights":
+        make_scheme(scheme)  # fail on a typo before loading anything
+    with err_console.status(f"extracting {scheme} fingerprint"):
+        t0 = time.perf_counter()
+        owner = resolve(model, cache_dir=cache, device=check_device(device))
+        fp = extract(owner, scheme, data, budget, seed, cache_dir=cache, device=device)
+        fp.save(out)
+    console.print(f"wrote {out}: {fp.describe()} [{time.perf_counter() - t0:.1f}s]")
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    fingerprint: Annotated[Path, typer.Argument(help="The fingerprint file.")],
+    null: Annotated[
+        list[str],
+        typer.Option("--null", "-n", help="A model unrelated to the owner (repeat), or 'auto' to build the null bank."),
+    ],
+    fpr: Annotated[float, typer.Option("--fpr", help="Target false-positive rate.")] = 0.05,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here instead of in place.")] = None,
+    cache: CacheOpt = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Score the fingerprint against unrelated models (or the null bank: --null auto trains, and caches, enough
+    models of the owner's architecture and of others for a distribution-free decision at the FPR), fixing the
+    threshold of verification."""
+    from ..decide import needed
+    from ..fingerprint import Fingerprint, calibrate
+
+    fp = Fingerprint.load(fingerprint)
+    check_device(device)
+    nulls = "auto" if null == ["auto"] else null
+    if "auto" in null and nulls != "auto":
+        raise ConfigError("--null auto builds the whole null bank: give it alone")
+    with err_console.status("scoring null models"):
+        fp = calibrate(
+            fp, nulls, fpr, cache_dir=cache, device=device, progress=lambda m: err_console.print(m, highlight=False)
+        )
+    fp.save(out or fingerprint)
+    groups = fp.null.groups
+    parts = [f"{name}: {g.n} models, threshold {g.threshold(fpr):.4f}" for name, g in groups.items()]
+    console.print(f"calibrated on {len(fp.null_scores)} null models ({'; '.join(parts)}); wrote {out or fingerprint}")
+    if len(fp.null_scores) < needed(fpr):
+        console.print(
+            f"note: {len(fp.null_scores)} null models give parametric p-values; {needed(fpr)} give distribution-free "
+            "ones at this FPR (--null auto)"
+        )
+
+
+@app.command("verify")
+def verify_cmd(
+    fingerprint: Annotated[Path, typer.Argument(help="The (calibrated) fingerprint file.")],
+    suspect: Annotated[
+        str | None, typer.Argument(help="The suspect: a model file or folder, or a lineage expression.")
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option("--url", help="Query a suspect served over the Open Inference Protocol instead.")
+    ] = None,
+    model_name: Annotated[str, typer.Option("--model-name", help="The served model's name (with --url).")] = "model",
+    output: Annotated[str, typer.Option("--output", help="What the endpoint answers: labels or probs.")] = "labels",
+    sequential: Annotated[bool, typer.Option("--sequential", help="Stop as soon as the evidence is decisive.")] = False,
+    alpha: Annotated[
+        float | None, typer.Option("--alpha", help="FPR to decide at (default: the calibration's).")
+    ] = None,
+    delta: Annotated[
+        float, typer.Option("--delta", help="Sequential: chance of deciding otherwise than the full run.")
+    ] = 0.01,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
+    cache: CacheOpt = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Is SUSPECT (or the model at --url) derived from the fingerprint's owner? Exit code 0: related, 1: not
+    related, 3: inconclusive, 2: error."""
+    from ..fingerprint import Fingerprint, verify
+
+    if (suspect is None) == (url is None):
+        raise ConfigError("give either a SUSPECT or --url (with --model-name)")
+    fp = Fingerprint.load(fingerprint)
+    if url is not None:
+        from ..remote import RemoteModel
+
+        with err_console.status(f"querying {url}"), RemoteModel(url, model_name, output) as remote:  # type: ignore[arg-type]
+            v = verify(fp, remote, alpha=alpha, sequential=sequential, delta=delta)
+        suspect = f"{url} ({model_name})"
+    else:
+        v = verify(
+            fp, suspect, alpha=alpha, sequential=sequential, delta=delta, cache_dir=cache, device=check_device(device)
+        )
+    show_verdict(v, f"{suspect} vs {fingerprint}", as_json)
+
+
+@app.command("compare")
+def compare_cmd(
+    model_a: Annotated[str, typer.Argument(help="The owner's checkpoint: a model file or folder, or an expression.")],
+    model_b: Annotated[str, typer.Argument(help="The suspect checkpoint, same architecture (widths may differ).")],
+    null: Annotated[
+        list[str] | None, typer.Option("--null", "-n", help="An independent model of the same architecture (repeat).")
+    ] = None,
+    alpha: Annotated[float, typer.Option("--alpha", help="False-positive rate to decide at.")] = 0.01,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
+    cache: CacheOpt = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """White-box: is MODEL_B's checkpoint derived from MODEL_A's, through any permutation or rescaling of
+    hidden units? Exit code 0: related, 1: not related, 3: inconclusive, 2: error."""
+    from ..fingerprint import compare_weights
+    from ..lineage import resolve
+
+    device = check_device(device)
+    a, b = (resolve(m, cache_dir=cache, device=device) for m in (model_a, model_b))
+    with err_console.status("matching hidden units and calibrating on independent models"):
+        v = compare_weights(a, b, null_models=null or None, alpha=alpha, cache_dir=cache, device=device)
+    show_verdict(v, f"{model_b} vs {model_a}", as_json)
+
+
+@app.command("schemes")
+def schemes_cmd() -> None:
+    """List the named fingerprinting schemes and the components they combine, with the access each needs."""
+    from ..fingerprint import DISTANCES, NAMED, REPRESENTATIONS, SAMPLERS, make_scheme
+
+    named = Table(title="named schemes")
+    for col in ("scheme", "components", "access at verification", "sequential", "what", "deviation from the paper"):
+        named.add_column(col)
+    for name, (_, what, deviation) in NAMED.items():
+        s = make_scheme(name)
+        access = "hard labels" if s.needs == "labels" else s.needs
+        named.add_row(name, s.components, access, "yes" if s.sequential else "", what, deviation)
+    console.print(named)
+    for title, reg in (("query samplers", SAMPLERS), ("representations", REPRESENTATIONS), ("distances", DISTANCES)):
+        table = Table(title=title)
+        for col in ("name", "parameters", "what it does"):
+            table.add_column(col)
+        for n in reg.names():
+            cls = reg.get(n)
+            d = cls.param_defaults()
+            params = ", ".join(f"{p}={d[p]}" if p in d else p for p in cls.param_names())
+            table.add_row(n, params, " ".join((cls.__doc__ or "").split()))
+        console.print(table)
+    console.print("Combine any compatible parts: modelprint extract MODEL --scheme 'adversarial(eps=0.05)+ddv+cosine'")
+
+
+# --- benchmarks ------------------------------------------------------------------------------------------
