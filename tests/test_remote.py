@@ -35,9 +35,14 @@ def served(source):
     app = FastAPI()
     app.mount("/labels", create_app(owner, "owner", "labels", limit=5000))
     app.mount("/probs", create_app(owner, "owner", "probs"))
+    app.mount("/anon", create_app(owner, "owner", "labels", limit=5000))
+    app.mount("/keyed", create_app(owner, "owner", "labels", limit=5000, api_keys=KEYS))
     url, stop = start(app)
     yield url, owner
     stop()
+
+
+KEYS = {"alice-0123456789abcdef": "alice", "bob-0123456789abcdef": "bob"}
 
 
 class Script:
@@ -98,6 +103,15 @@ def stdlib_server(script: Script):
                 self.send(200, b'{"outputs": [{"name": "y", "datatype": "FP32", "shape": [1, 2], "data": [NaN, 1]}]}')
             elif fault == "400":
                 self.send(400, {"error": "bad input"})
+            elif fault == "limit":  # a spent quota: no Retry-After, nothing to wait for
+                self.send(429, {"error": "quota spent"})
+            elif fault == "huge":
+                self.send(200, {**good, "padding": "x" * 100_000})
+            elif fault == "probs":  # answers probabilities where the metadata promised labels
+                probs = [v for label in labels for v in ((0.2, 0.8) if label else (0.9, 0.1))]
+                self.send(
+                    200, {"outputs": [{"name": "y", "datatype": "FP32", "shape": [len(labels), 2], "data": probs}]}
+                )
             else:
                 self.send(200, good)
 
@@ -149,6 +163,21 @@ def test_malformed_answers_are_clear_errors(independent, fault, message):
     with pytest.raises(RemoteError, match=message):
         m.labels(torch.randn(2, 3))
     assert m.queries == 0  # an answer that failed validation is not a query answered
+
+
+def test_spent_limits_oversized_answers_and_probabilities_for_labels(independent):
+    url, script = independent
+    m = remote(url, max_response=50_000)
+    script.faults = ["limit"]
+    with pytest.raises(RemoteError, match="HTTP 429.*quota spent"):
+        m.labels(torch.randn(2, 3))
+    assert script.infer_requests == 1  # a spent limit is not retried
+    script.faults = ["huge"]
+    with pytest.raises(RemoteError, match="exceeds 50000"):
+        m.labels(torch.randn(2, 3))
+    script.faults = ["probs"]
+    x = torch.randn(6, 3)
+    assert torch.equal(m.labels(x), (x.sum(1) > 0).long())  # read through the argmax
 
 
 def test_nan_probabilities_are_refused(independent):
@@ -210,18 +239,52 @@ def test_own_server_validates_requests_limits_clients_and_logs(served, caplog):
     assert httpx.post(infer, json=body(2, (8, 8))).json()["error"].startswith("input shape must be")
     assert httpx.post(infer, content=b"{nope").status_code == 400
     assert httpx.post(f"{url}/labels/v2/models/nobody/infer", json=body(1)).status_code == 404
+    huge = httpx.post(infer, content=b"[" + b"0," * 2_000_000 + b"0]")
+    assert huge.status_code == 413  # refused unread: larger than any valid request
+    keyed = f"{url}/keyed/v2/models/owner/infer"
+    assert httpx.post(keyed, json=body(1)).status_code == 401
+    assert httpx.post(keyed, json=body(1), headers=bearer("mallory-0123456789abcdef")).status_code == 401
+    assert httpx.get(f"{url}/keyed/v2/models/owner").status_code == 401
     with caplog.at_level(logging.INFO, logger="modelprint.serve"):
-        first = httpx.post(infer, json=body(3, id="r1"), headers={"x-client-id": "alice"})
-        again = httpx.post(infer, json=body(3, id="r1"), headers={"x-client-id": "alice"})  # a retry: not counted
+        first = httpx.post(keyed, json=body(3, id="r1"), headers=bearer("alice-0123456789abcdef"))
+        again = httpx.post(keyed, json=body(3, id="r1"), headers=bearer("alice-0123456789abcdef"))  # not counted
     assert first.status_code == again.status_code == 200 and first.json() == again.json()
-    assert json.loads(caplog.records[0].getMessage())["rows"] == 3
-    spent = httpx.post(infer, json=body(1000), headers={"x-client-id": "bob"})
-    assert spent.status_code == 200
-    for _ in range(4):
-        httpx.post(infer, json=body(1000), headers={"x-client-id": "bob"})
-    over = httpx.post(infer, json=body(1), headers={"x-client-id": "bob"})
+    logged = json.loads(caplog.records[0].getMessage())
+    assert logged["rows"] == 3 and logged["client"] == "alice"
+    for _ in range(5):
+        assert httpx.post(keyed, json=body(1000), headers=bearer("bob-0123456789abcdef")).status_code == 200
+    # bob's limit is spent, whatever he writes in other headers; alice still has hers
+    over = httpx.post(keyed, json=body(1), headers={**bearer("bob-0123456789abcdef"), "x-client-id": "carol"})
     assert over.status_code == 429 and "limit of 5000" in over.json()["error"]
-    assert httpx.post(infer, json=body(1), headers={"x-client-id": "carol"}).status_code == 200
+    assert httpx.post(keyed, json=body(1), headers=bearer("alice-0123456789abcdef")).status_code == 200
+    # without keys the client is the peer address: a made-up header buys no new budget
+    anon = f"{url}/anon/v2/models/owner/infer"
+    for i in range(5):
+        httpx.post(anon, json=body(1000), headers={"x-client-id": f"c{i}"})
+    assert httpx.post(anon, json=body(1), headers={"x-client-id": "fresh"}).status_code == 429
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_api_key_files_are_validated(served, tmp_path):
+    from modelprint.serve import load_api_keys
+
+    good = tmp_path / "keys"
+    good.write_text("# clients\nalice alice-0123456789abcdef\nbob   bob-0123456789abcdef  # the auditor\n")
+    assert load_api_keys(good) == KEYS
+    twice = "a k-0123456789abcdef\na k-0123456789abcdefg"
+    for text, message in (
+        ("alice short", "shorter than 16"), ("alice", "expected 'NAME KEY'"), (twice, "twice"), ("# x", "no API keys")
+    ):  # fmt: skip
+        bad = tmp_path / "bad"
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_api_keys(bad)
+    url, _ = served
+    with RemoteModel(f"{url}/keyed", "owner", api_key="alice-0123456789abcdef") as m:
+        assert m.labels(torch.zeros(2, 1, 8, 8)).shape == (2,)
 
 
 def test_verify_over_http(served, zoo_cache, tmp_path):

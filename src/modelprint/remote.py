@@ -3,14 +3,18 @@ Triton and Seldon MLServer). ``RemoteModel`` is a ``Model`` like any other, so e
 over HTTP unchanged.
 
 Every response is validated (JSON object, the output tensor's name, datatype, shape and values) and a bad one
-fails with the URL and what was wrong. Requests that fail with 429, 5xx or a transport error are retried with
-exponential backoff (honouring ``Retry-After``); each request carries an id, so a server may recognise a retry.
+fails with the URL and what was wrong; an answer larger than ``max_response`` bytes, or slower than ``timeout``
+seconds in all, is abandoned. Requests that fail with 5xx or a transport error are retried with exponential
+backoff, as is a 429 that says when to come back (``Retry-After``); a 429 without it is a spent limit and fails at
+once. Each request carries an id, so a server may recognise a retry. A model asked for labels that answers
+probabilities is read through their argmax.
 The query counter counts an input once, when its answer has been received and validated; the budget is checked
 before anything is sent.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import uuid
@@ -51,6 +55,8 @@ class RemoteModel(Model):
         retries: int = 4,
         backoff: float = 0.25,
         headers: dict[str, str] | None = None,
+        api_key: str | None = None,
+        max_response: int = 64 * 2**20,
         transport=None,
     ):
         import httpx
@@ -64,7 +70,9 @@ class RemoteModel(Model):
         super().__init__(num_classes, input_shape, budget)
         self.url, self.model_name, self.output = url.rstrip("/"), model_name, output
         self.batch_size, self.retries, self.backoff = batch_size, retries, backoff
+        self.timeout, self.max_response = timeout, max_response
         self.requests = 0  # HTTP requests sent, retries included
+        headers = {**(headers or {}), **({"Authorization": f"Bearer {api_key}"} if api_key else {})}
         self._client = httpx.Client(timeout=timeout, headers=headers, transport=transport)
         self._meta = self._metadata()
 
@@ -90,19 +98,37 @@ class RemoteModel(Model):
             self.requests += 1
             wait = self.backoff * 2**attempt
             try:
-                r = self._client.request(method, url, json=body)
+                status, headers, raw = self._send(method, url, body)
             except httpx.TransportError as e:
                 problem = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
             else:
-                if r.status_code == 200:
-                    return _json(r, url)
-                problem = f"HTTP {r.status_code}: {_snippet(r.text)}"
-                if r.status_code != 429 and r.status_code < 500:
+                if status == 200:
+                    return _json(raw, url)
+                problem = f"HTTP {status}: {_snippet(raw.decode(errors='replace'))}"
+                later = headers.get("retry-after")
+                if status < 500 and not (status == 429 and later is not None):
                     raise RemoteError(f"{method} {url} failed with {problem}")
-                wait = max(wait, _retry_after(r.headers.get("retry-after")))
+                wait = max(wait, _retry_after(later))
             if attempt < self.retries:
                 time.sleep(min(wait, 30.0))
         raise RemoteError(f"{method} {url} failed after {self.retries + 1} attempts; last: {problem}")
+
+    def _send(self, method: str, url: str, body: dict | None):
+        """Status, headers and body of one exchange, reading at most max_response bytes within timeout seconds."""
+        deadline = time.monotonic() + self.timeout
+        with self._client.stream(method, url, json=body) as r:
+            declared = r.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self.max_response:
+                raise RemoteError(f"{method} {url}: answer of {declared} bytes exceeds {self.max_response}")
+            chunks, size = [], 0
+            for chunk in r.iter_bytes():
+                size += len(chunk)
+                if size > self.max_response:
+                    raise RemoteError(f"{method} {url}: answer exceeds {self.max_response} bytes")
+                if time.monotonic() > deadline:
+                    raise RemoteError(f"{method} {url}: answer took longer than {self.timeout:g} s")
+                chunks.append(chunk)
+            return r.status_code, r.headers, b"".join(chunks)
 
     def _metadata(self) -> dict:
         self._request("GET", "/v2/health/ready")
@@ -152,6 +178,8 @@ class RemoteModel(Model):
             raise RemoteError(f"{where}: output {name!r} of shape {shape} carries {size} values")
         if not shape or shape[0] != n:
             raise RemoteError(f"{where}: sent {n} inputs, output {name!r} has shape {shape}")
+        if self.output == "labels" and datatype in FLOATS and len(shape) == 2 and shape[1] > 1:
+            return torch.from_numpy(_array(data, np.float64, where).reshape(shape).argmax(1))  # probs: top label
         if self.output == "labels":
             if datatype not in INTS:
                 raise RemoteError(f"{where}: labels must be an integer datatype, got {datatype!r}")
@@ -180,11 +208,11 @@ class RemoteModel(Model):
         return torch.cat(answers)
 
 
-def _json(r, url: str) -> dict:
+def _json(raw: bytes, url: str) -> dict:
     try:
-        body = r.json()
+        body = json.loads(raw)
     except ValueError:
-        raise RemoteError(f"{url}: answer is not JSON ({_snippet(r.text)})") from None
+        raise RemoteError(f"{url}: answer is not JSON ({_snippet(raw.decode(errors='replace'))})") from None
     if not isinstance(body, dict):
         raise RemoteError(f"{url}: answer is JSON {type(body).__name__}, not an object")
     return body

@@ -1,17 +1,23 @@
 """Serve any model modelprint can load over the Open Inference Protocol (KServe V2 REST), with FastAPI: for owners
 testing their verification pipeline, and for researchers simulating a victim's API.
 
-Per-client query limits (the client is the ``x-client-id`` header, else the peer address) answer 429 once spent;
-a request whose id was already answered for that client is answered again from memory and not counted twice;
-every request is logged as one JSON line on the ``modelprint.serve`` logger.
+Clients authenticate with API keys (``Authorization: Bearer KEY``) when the server is given any; the client is then
+the key's name, else the peer address -- never anything the client writes in a header, which it could change per
+request. Per-client query limits answer 429 once spent; a request whose id was already answered for that client is
+answered again from memory (the last few thousand) and not counted twice; a body larger than the biggest valid
+request is refused unread (413). Every request is logged as one JSON line on the ``modelprint.serve`` logger.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
+import math
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -27,6 +33,33 @@ from .remote import FLOATS  # the protocol's float datatypes, shared with the cl
 
 log = logging.getLogger("modelprint.serve")
 REMEMBERED = 4096  # answered request ids kept per server, for retries
+MIN_KEY_LENGTH = 16
+
+
+def load_api_keys(path: str | Path) -> dict[str, str]:
+    """The API keys in ``path``, as {key: client name}: one ``NAME KEY`` per line, ``#`` starts a comment. Keys
+    must be at least 16 characters (``python -c "import secrets; print(secrets.token_urlsafe())"`` makes one)."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read the API keys ({e})") from None
+    keys: dict[str, str] = {}
+    for i, line in enumerate(lines, 1):
+        fields = line.split("#", 1)[0].split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise ConfigError(f"{path}:{i}: expected 'NAME KEY', got {len(fields)} fields")
+        name, key = fields
+        if len(key) < MIN_KEY_LENGTH:
+            raise ConfigError(f"{path}:{i}: the key of {name!r} is shorter than {MIN_KEY_LENGTH} characters")
+        if key in keys or name in keys.values():
+            raise ConfigError(f"{path}:{i}: {name!r} or its key appears twice")
+        keys[key] = name
+    if not keys:
+        raise ConfigError(f"{path}: no API keys (one 'NAME KEY' per line)")
+    return keys
 
 
 def create_app(
@@ -36,8 +69,10 @@ def create_app(
     *,
     limit: int | None = None,
     max_batch: int = 1024,
+    api_keys: Mapping[str, str] | None = None,
 ):
-    """A FastAPI app serving ``model`` (whose input shape must be known) as ``name``, answering ``output``."""
+    """A FastAPI app serving ``model`` (whose input shape must be known) as ``name``, answering ``output``.
+    ``api_keys`` ({key: client name}, see ``load_api_keys``) makes every model endpoint ask for one."""
 
     if output not in ("labels", "probs"):
         raise ConfigError(f"--output must be labels or probs, got {output!r}")
@@ -45,13 +80,43 @@ def create_app(
         raise ConfigError(f"the per-client limit must be positive, got {limit}")
     model = as_model(model)
     shape = list(model.input_shape)
+    # the largest valid body: max_batch inputs of up to ~32 characters per number in JSON, plus the envelope
+    max_body = max_batch * math.prod(shape) * 32 + 65536
+    keys = [(k.encode(), n) for k, n in (api_keys or {}).items()]
     classes = model.num_classes if output == "probs" else None
     used: dict[str, int] = {}
     answered: OrderedDict[tuple[str, str], dict] = OrderedDict()
     app = FastAPI(title=f"modelprint serve: {name}", version=__version__)
 
     def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": message}, status_code=status)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+    def client_of(request: Request) -> str | None:
+        """Who asks: the name of the presented API key (None if keys are set and it matches none), else the peer."""
+        if not keys:
+            return _peer(request)
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return None
+        found = None
+        for key, who in keys:  # compare with every key, in constant time each: timing tells nothing
+            if hmac.compare_digest(key, token.strip().encode()):
+                found = who
+        return found
+
+    async def read_body(request: Request) -> bytes | None:
+        """The body, or None as soon as it exceeds max_body (a client cannot make the server buffer gigabytes)."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_body:
+            return None
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     @app.get("/v2")
     def server_metadata():
@@ -63,7 +128,9 @@ def create_app(
         return {}
 
     @app.get("/v2/models/{model_name}")
-    def metadata(model_name: str):
+    def metadata(model_name: str, request: Request):
+        if client_of(request) is None:
+            return error(401, "missing or unknown API key (send Authorization: Bearer KEY)")
         if model_name != name:
             return error(404, f"no model named {model_name!r}; this server has {name!r}")
         out_shape = [-1, classes] if output == "probs" else [-1]
@@ -74,19 +141,28 @@ def create_app(
         }  # fmt: skip
 
     @app.get("/v2/models/{model_name}/ready")
-    def model_ready(model_name: str):
+    def model_ready(model_name: str, request: Request):
+        if client_of(request) is None:
+            return error(401, "missing or unknown API key (send Authorization: Bearer KEY)")
         return {} if model_name == name else error(404, f"no model named {model_name!r}")
 
     @app.post("/v2/models/{model_name}/infer")
     async def infer(model_name: str, request: Request):
-        start, client = time.perf_counter(), request.headers.get("x-client-id") or _peer(request)
+        start, client = time.perf_counter(), client_of(request)
         rows, status, request_id = 0, 200, None
         try:
+            if client is None:
+                status = 401
+                return error(401, "missing or unknown API key (send Authorization: Bearer KEY)")
             if model_name != name:
                 status = 404
                 return error(404, f"no model named {model_name!r}")
+            raw = await read_body(request)
+            if raw is None:
+                status = 413
+                return error(413, f"request body over {max_body} bytes (batches of at most {max_batch} inputs)")
             try:
-                body = json.loads(await request.body())
+                body = json.loads(raw)
             except ValueError:
                 status = 400
                 return error(400, "request body is not JSON")

@@ -27,6 +27,15 @@ CacheOpt = Annotated[
     typer.Option("--cache", help="Zoo cache folder (default: $MODELPRINT_CACHE or ~/.cache/modelprint/zoo)."),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")]
+ApiKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar="MODELPRINT_API_KEY",
+        help="Key for --url (better: $MODELPRINT_API_KEY).",
+        show_default=False,
+    ),
+]
 
 
 PROGRESS_COLUMNS = (

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ..errors import ConfigError
 from .common import (
+    ApiKeyOpt,
     CacheOpt,
     DeviceOpt,
     ModelArg,
@@ -99,6 +100,7 @@ def verify_cmd(
         str | None, typer.Option("--url", help="Query a suspect served over the Open Inference Protocol instead.")
     ] = None,
     model_name: Annotated[str, typer.Option("--model-name", help="The served model's name (with --url).")] = "model",
+    api_key: ApiKeyOpt = None,
     output: Annotated[str, typer.Option("--output", help="What the endpoint answers: labels or probs.")] = "labels",
     sequential: Annotated[bool, typer.Option("--sequential", help="Stop as soon as the evidence is decisive.")] = False,
     alpha: Annotated[
@@ -121,7 +123,7 @@ def verify_cmd(
     if url is not None:
         from ..remote import RemoteModel
 
-        with err_console.status(f"querying {url}"), RemoteModel(url, model_name, output) as remote:  # type: ignore[arg-type]
+        with err_console.status(f"querying {url}"), RemoteModel(url, model_name, output, api_key=api_key) as remote:  # type: ignore[arg-type]
             v = verify(fp, remote, alpha=alpha, sequential=sequential, delta=delta)
         suspect = f"{url} ({model_name})"
     else:

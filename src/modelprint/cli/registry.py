@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ..errors import ConfigError
 from .common import (
+    ApiKeyOpt,
     CacheOpt,
     _plain,
     console,
@@ -76,6 +77,7 @@ def registry_search(
     suspect: Annotated[str | None, typer.Argument(help="A model file, folder or lineage expression.")] = None,
     url: Annotated[str | None, typer.Option("--url", help="A suspect served over the Open Inference Protocol.")] = None,
     model_name: Annotated[str, typer.Option("--model-name", help="The served model's name (with --url).")] = "model",
+    api_key: ApiKeyOpt = None,
     top_k: Annotated[int, typer.Option("--top-k", help="How many candidates to show.")] = 5,
     first_cut: Annotated[int, typer.Option("--first-cut", help="Nearest signatures verified in full.")] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="Print the matches as JSON.")] = False,
@@ -91,7 +93,7 @@ def registry_search(
     if url is not None:
         from ..remote import RemoteModel
 
-        with RemoteModel(url, model_name) as remote:
+        with RemoteModel(url, model_name, api_key=api_key) as remote:
             matches = registry.search(remote, top_k=top_k)
     else:
         matches = registry.search(suspect, top_k=top_k, first_cut=first_cut, cache_dir=cache)

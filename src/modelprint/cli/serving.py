@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from ..errors import ConfigError
 from .common import (
     CacheOpt,
     DeviceOpt,
@@ -35,27 +37,38 @@ def serve_cmd(
     adaptive_fpr: Annotated[
         float, typer.Option("--adaptive-fpr", help="Share of genuine inputs the defence may flag.")
     ] = 0.05,
+    api_keys: Annotated[
+        Path | None,
+        typer.Option("--api-keys", help="File of 'NAME KEY' lines: clients must send Authorization: Bearer KEY."),
+    ] = None,
     cache: CacheOpt = None,
     device: DeviceOpt = "cpu",
 ) -> None:
-    """Serve MODEL over the Open Inference Protocol (KServe V2 REST); access log as JSON lines on stderr."""
+    """Serve MODEL over the Open Inference Protocol (KServe V2 REST); access log as JSON lines on stderr.
+    With --api-keys, the limit counts per key; without, per peer address."""
     import logging
 
     import uvicorn
 
-    from ..access import WhiteBox
+    from ..access import Model, WhiteBox
     from ..lineage import resolve
-    from ..serve import create_app
+    from ..serve import create_app, load_api_keys
 
     device = check_device(device)
     shape = _ints(input_shape, "--input-shape") if input_shape else None
-    served = WhiteBox(resolve(model, cache_dir=cache, device=device), input_shape=shape, device=device)
+    keys = load_api_keys(api_keys) if api_keys else None
+    loaded = resolve(model, cache_dir=cache, device=device, **({"input_shape": shape} if shape else {}))
+    served = loaded if isinstance(loaded, Model) else WhiteBox(loaded, input_shape=shape, device=device)
+    if served._input_shape is None:
+        raise ConfigError(f"{model}: the file does not record its input shape; give --input-shape")
     if adaptive:
         from .. import data
         from ..adaptive import Adaptive
 
         served = Adaptive(served, data.load(adaptive, "train").x, fpr=adaptive_fpr)
-    app_ = create_app(served, name, output, limit=limit)  # type: ignore[arg-type]
+    app_ = create_app(served, name, output, limit=limit, api_keys=keys)  # type: ignore[arg-type]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     console.print(f"serving {model} as {name} on http://{host}:{port}/v2/models/{name} (Ctrl-C stops)")
+    if keys is None and host not in ("127.0.0.1", "localhost", "::1"):
+        console.print("note: no --api-keys: anyone who reaches this address may query the model")
     uvicorn.run(app_, host=host, port=port, log_level="warning")
