@@ -37,11 +37,15 @@ def test_data_list():
     assert result.exit_code == 0 and "mnist1d-parity" in result.output and "npz:PATH" in result.output
 
 
-def cli(*args):
-    """The installed ``modelprint`` executable (the console script beside this Python), in a subprocess."""
+def command() -> list[str]:
+    """The installed ``modelprint`` executable (the console script beside this Python)."""
     exe = Path(sys.executable).with_name("modelprint")
-    command = [str(exe)] if exe.exists() else [sys.executable, "-m", "modelprint.cli"]
-    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=300)
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "modelprint.cli"]
+
+
+def cli(*args, env: dict[str, str] | None = None):
+    """``modelprint ARGS`` in a subprocess."""
+    return subprocess.run([*command(), *args], capture_output=True, text=True, timeout=300, env=env)
 
 
 def test_errors_are_one_line(tmp_path):
@@ -49,7 +53,7 @@ def test_errors_are_one_line(tmp_path):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().startswith("error:") and "prune amount" in bad.stderr
     missing = cli("zoo", "show", str(tmp_path / "nothing"))
-    assert missing.returncode == 2 and "no such model folder" in missing.stderr
+    assert missing.returncode == 2 and "no such model file or folder" in missing.stderr
     gpu = cli("zoo", "build", "train(mlp,digits,0)", "--device", "tpu")
     assert gpu.returncode == 2 and "--device must be" in gpu.stderr
 

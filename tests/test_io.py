@@ -128,7 +128,7 @@ def test_malicious_pickle_never_runs(net, tmp_path):
 
 def test_plain_state_dict_needs_architecture(net, tmp_path):
     torch.save({"state_dict": net.state_dict()}, tmp_path / "ok.pt")
-    with pytest.raises(ConfigError, match="pass arch, input_shape and num_classes"):
+    with pytest.raises(ConfigError, match="holds only weights; give the network.s class"):
         load_model(tmp_path / "ok.pt")
     loaded = load_model(tmp_path / "ok.pt", arch="lenet", input_shape=[1, 8, 8], num_classes=10)
     assert same_function(net, loaded)

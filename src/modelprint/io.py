@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,25 @@ def save_model(model: nn.Module, path: str | Path, meta: dict[str, Any] | None =
     return path
 
 
+def save_any(model: nn.Module, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` in the richest format it allows: a modelprint folder for modelprint's nets, a TorchScript
+    archive for a TorchScript module, else its weights as one ``.safetensors`` file (load it again with its class:
+    ``load_model(path, arch=Net)``, ``--arch`` on the command line). Returns the path written: a file without a
+    suffix gets ``.pt`` (TorchScript) or ``.safetensors``, which tell ``load_model`` how to read it."""
+    path = Path(path)
+    if getattr(model, "mp_config", None):
+        return save_model(model, path, meta)
+    scripted = isinstance(model, torch.jit.ScriptModule)
+    path = path if path.suffix else path.with_suffix(".pt" if scripted else ".safetensors")
+    with atomic_file(path) as tmp:
+        if scripted:
+            torch.jit.save(model, str(tmp))
+        else:
+            state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+            save_file(state, tmp, metadata={"format": FORMAT, **{k: str(v) for k, v in (meta or {}).items()}})
+    return path
+
+
 def read_config(path: str | Path) -> dict[str, Any]:
     """The validated ``config.json`` of a modelprint model folder (weights' checksum included)."""
     path = Path(path)
@@ -159,7 +178,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 def load_model(
     path: str | Path,
     *,
-    arch: str | None = None,
+    arch: str | Callable[..., nn.Module] | None = None,
     input_shape: list[int] | None = None,
     num_classes: int | None = None,
     device: str = "cpu",
@@ -169,8 +188,12 @@ def load_model(
 
     - a modelprint folder (``config.json`` + ``model.safetensors``), validated against its checksum;
     - ``.onnx``: returns a ``Model`` backed by onnxruntime (black-box: outputs are read as logits);
-    - TorchScript archives; ``.safetensors`` files and plain checkpoints need ``arch``, ``input_shape``
-      and ``num_classes`` to rebuild the network. Pickles with code are refused, never executed.
+    - TorchScript archives;
+    - ``.safetensors`` files and plain checkpoints (state dicts) need the network to load into: ``arch`` is
+      your own class (or any callable returning the module), an import path ``"my_pkg.nets:Net"`` or
+      ``"nets.py:Net"`` called with ``arch_options``, or one of modelprint's nets with ``input_shape`` and
+      ``num_classes``. Without ``arch``, the command line's ``--arch`` (``default_arch``) applies.
+    Pickles with code are refused, never executed.
     """
     path = Path(path)
     if not path.exists():
@@ -196,16 +219,67 @@ def load_model(
             raise ModelFileError(f"{path}: corrupt TorchScript archive ({type(e).__name__}: {e})") from None
     else:
         state = _torch_load_weights(path)
-    if arch is None or input_shape is None or num_classes is None:
+    if arch is None and _default_arch:
+        arch, arch_options = _default_arch[0], {**_default_arch[1], **arch_options}
+    if arch is None:
         raise ConfigError(
-            f"{path}: holds only weights; pass arch, input_shape and num_classes to rebuild "
-            "the network (or save it as a modelprint folder)"
+            f"{path}: holds only weights; give the network's class (--arch my_pkg.nets:Net [--arch-kwargs JSON], "
+            "or load_model(path, arch=Net)), or save it as a modelprint folder"
         )
-    from .nets import make_net
+    if callable(arch) or ":" in arch:
+        factory = arch if callable(arch) else import_object(arch)
+        try:
+            module = factory(**arch_options)
+        except Exception as e:
+            raise ConfigError(f"{path}: cannot build {arch} with {arch_options} ({type(e).__name__}: {e})") from None
+        if not isinstance(module, nn.Module):
+            raise ConfigError(f"{arch} made a {type(module).__name__}, not a torch module")
+    else:
+        if input_shape is None or num_classes is None:
+            raise ConfigError(f"{path}: modelprint's net {arch!r} needs input_shape and num_classes")
+        from .nets import make_net
 
-    module = make_net(arch, input_shape, num_classes, **arch_options)
+        module = make_net(arch, input_shape, num_classes, **arch_options)
     dtype = next(iter(state.values())).dtype if state else torch.float32
     return _load_state(module.to(dtype if dtype.is_floating_point else torch.float32), state, path).to(device).eval()
+
+
+# the command line's --arch / --arch-kwargs: the network that weights-only files are loaded into
+_default_arch: tuple[str, dict[str, Any]] | None = None
+
+
+def default_arch(arch: str | None, **options: Any) -> None:
+    """Load every weights-only file that comes without ``arch`` into ``arch(**options)`` (None: no default)."""
+    global _default_arch
+    if arch is not None and ":" in arch:
+        import_object(arch)  # fail now on a typo, not at the first load
+    _default_arch = (arch, options) if arch is not None else None
+
+
+def import_object(spec: str) -> Any:
+    """The object named by ``"package.module:Name"`` or ``"path/to/file.py:Name"`` (the user's own code)."""
+    import importlib
+    import importlib.util
+
+    where, _, name = spec.rpartition(":")
+    if not where or not name:
+        raise ConfigError(f"{spec!r}: expected module:Name or file.py:Name")
+    try:
+        if where.endswith(".py"):
+            module_spec = importlib.util.spec_from_file_location(Path(where).stem, where)
+            if module_spec is None or not Path(where).is_file():
+                raise ConfigError(f"{where}: no such Python file")
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        else:
+            module = importlib.import_module(where)
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"cannot import {where} ({type(e).__name__}: {e})") from None
+    if not hasattr(module, name):
+        raise ConfigError(f"{where} has no {name!r}")
+    return getattr(module, name)
 
 
 def _is_torchscript(path: Path) -> bool:

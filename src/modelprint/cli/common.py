@@ -72,8 +72,31 @@ def main_options(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            "--arch",
+            help="Your network's class, my_pkg.nets:Net or nets.py:Net: weights-only files (state dicts, "
+            ".safetensors) given to any command are loaded into it.",
+        ),
+    ] = None,
+    arch_kwargs: Annotated[
+        str, typer.Option("--arch-kwargs", help="JSON keyword arguments of --arch, e.g. '{\"width\": 64}'.")
+    ] = "{}",
 ) -> None:
     """modelprint: fingerprints, watermarks and integrity checks for neural networks."""
+    if arch is None and arch_kwargs != "{}":
+        raise ConfigError("--arch-kwargs needs --arch")
+    if arch is not None:
+        try:
+            options = json.loads(arch_kwargs)
+        except ValueError as e:
+            raise ConfigError(f"--arch-kwargs is not JSON ({e})") from None
+        if not isinstance(options, dict):
+            raise ConfigError("--arch-kwargs must be a JSON object of keyword arguments")
+        from ..io import default_arch
+
+        default_arch(arch, **options)
 
 
 ModelArg = Annotated[str, typer.Argument(help="A model file or folder, or a lineage expression.")]

@@ -26,7 +26,9 @@ watermark_app = typer.Typer(help="Plant a watermark before release; check a susp
 @watermark_app.command("embed")
 def watermark_embed(
     model: ModelArg,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the watermarked model.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Where to write the marked model (a folder, or a file for yours).")
+    ],
     key_path: Annotated[Path, typer.Option("--key", help="Where to write the secret key.")],
     scheme: Annotated[
         str,
@@ -42,7 +44,7 @@ def watermark_embed(
 ) -> None:
     """Fine-tune MODEL with a secret key mixed into its training data; write the marked model and the key."""
     from .. import watermark
-    from ..io import save_model
+    from ..io import save_any
     from ..lineage import resolve
 
     watermark.make_watermark(scheme)  # fail on a typo before loading anything
@@ -51,7 +53,7 @@ def watermark_embed(
         marked, key = watermark.embed(
             resolve(model, cache_dir=cache, device=device), scheme, data, key_seed, epochs=epochs, device=device
         )
-        save_model(marked, out, meta={"watermark": key.scheme.spec(), "key_sha256": key.owner_sha256})
+        out = save_any(marked, out, meta={"watermark": key.scheme.spec(), "key_sha256": key.owner_sha256})
         key.save(key_path)
     console.print(f"wrote {out} and {key_path} ({key.scheme.spec()}, {len(key.labels)} key inputs)")
 
@@ -75,7 +77,9 @@ def watermark_calibrate(
             progress=lambda m: err_console.print(m, highlight=False),
         )  # fmt: skip
     key.save(key_path)
-    console.print(f"calibrated {key_path} on {len(key.null_scores)} clean models")
+    tau = key.null.threshold(fpr)
+    reach = f"a match rate above {tau:.4f}" if tau < 1 else "none: no match rate can reach it with these clean models"
+    console.print(f"calibrated {key_path} on {len(key.null_scores)} clean models; marked at FPR {fpr:g}: {reach}")
 
 
 @watermark_app.command("verify")

@@ -98,11 +98,16 @@ def zoo_build(
 
 @zoo_app.command("show")
 def zoo_show(
-    target: Annotated[str, typer.Argument(help="A saved model folder, or a lineage expression in the cache.")],
+    target: Annotated[
+        str, typer.Argument(help="A model folder or file (ONNX, TorchScript, weights), or an expression in the cache.")
+    ],
     cache: CacheOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the config as JSON.")] = False,
 ) -> None:
-    """Show a saved model: architecture, lineage, accuracy, checksum, parameters and sparsity."""
+    """Show a model: architecture, lineage, accuracy, checksum, parameters and sparsity (of a modelprint folder;
+    of any other file, what it records)."""
+    from ..access import Model
+    from ..digest import sha256_file
     from ..io import load_model, read_config
     from ..lineage import ZooCache, cache_keys, parse
     from ..lineage.cache import default_cache_dir
@@ -110,38 +115,53 @@ def zoo_show(
     path = Path(target)
     if not path.exists():
         if "(" not in target:
-            raise ConfigError(f"{target}: no such model folder")
+            raise ConfigError(f"{target}: no such model file or folder")
         path = ZooCache(cache or default_cache_dir()).path(cache_keys(parse(target))[-1])
         if not path.exists():
             raise ConfigError(f"{target}: not in the cache (build it with: modelprint zoo build '{target}')")
-    config = read_config(path)
     module = load_model(path)
-    params = [p for p in module.parameters()]
-    n = sum(p.numel() for p in params)
-    zeros = sum(int((p == 0).sum()) for p in params if p.ndim > 1)
-    weights = sum(p.numel() for p in params if p.ndim > 1)
-    info = {**config, "path": str(path), "parameters": n, "weight_sparsity": zeros / max(weights, 1)}
+    if path.is_dir():
+        config = read_config(path)
+        meta = config.get("meta", {})
+        info = {
+            **config,
+            "architecture": ", ".join(f"{a}={b}" for a, b in config["arch"].items()),
+            "lineage": meta.get("expression"), "dataset": meta.get("dataset"),
+            "test accuracy": meta.get("test_accuracy"), "format": f"{config['format']} v{config['format_version']}",
+        }  # fmt: skip
+    else:
+        info = {"sha256": sha256_file(path)}
+        if isinstance(module, Model):  # ONNX: run by onnxruntime, its weights stay opaque
+            info |= {"format": "ONNX (onnxruntime, black-box)", "input shape": module._input_shape,
+                     "classes": module._num_classes}  # fmt: skip
+        else:
+            import torch
+
+            scripted = isinstance(module, torch.jit.ScriptModule)
+            name = getattr(module, "original_name", None) if scripted else type(module).__name__
+            info |= {"format": "TorchScript" if scripted else "weights", "architecture": name}
+    if not isinstance(module, Model):
+        params = list(module.parameters())
+        weights = sum(p.numel() for p in params if p.ndim > 1)
+        zeros = sum(int((p == 0).sum()) for p in params if p.ndim > 1)
+        dtype = str(params[0].dtype).removeprefix("torch.") if params else None
+        info |= {"parameters": sum(p.numel() for p in params), "weight sparsity": zeros / max(weights, 1)}
+        info.setdefault("dtype", dtype)
+    info["path"] = str(path)
     if as_json:
-        console.print_json(json.dumps(info))
+        console.print_json(json.dumps(info, default=str))
         return
     table = Table(title=str(path), show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    arch = config["arch"]
-    meta = config.get("meta", {})
-    for k, v in [
-        ("architecture", ", ".join(f"{a}={b}" for a, b in arch.items())),
-        ("lineage", meta.get("expression", "—")),
-        ("dataset", meta.get("dataset", "—")),
-        ("test accuracy", f"{meta['test_accuracy']:.4f}" if "test_accuracy" in meta else "—"),
-        ("dtype", config["dtype"]),
-        ("parameters", f"{n:,}"),
-        ("weight sparsity", f"{info['weight_sparsity']:.3f}"),
-        ("sha256", config["sha256"]),
-        ("created", config.get("created", "—")),
-        ("format", f"{config['format']} v{config['format_version']}"),
-    ]:
-        table.add_row(k, str(v))
+    shown = ("architecture", "lineage", "dataset", "test accuracy", "input shape", "classes", "dtype", "parameters",
+             "weight sparsity", "sha256", "created", "format")  # fmt: skip
+    for k in shown:
+        v = info.get(k)
+        if v is None and k not in ("lineage", "dataset", "test accuracy"):
+            continue
+        text = "—" if v is None else f"{v:,}" if k == "parameters" else f"{v:.4f}" if isinstance(v, float) else v
+        table.add_row(k, str(text))
     console.print(table)
 
 

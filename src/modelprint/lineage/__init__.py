@@ -103,7 +103,8 @@ def build_node(expr: str, cache_dir: str | Path | None | bool = None, device: st
                 node, meta, seconds = Node(hit[0], hit[1]["dataset"]), hit[1], 0.0
             else:
                 node, meta, seconds = _apply(ops[i], node, names, i, device)
-                cache.put(keys[i], node.module, meta)
+                if getattr(node.module, "mp_config", None):  # a user's own class cannot be rebuilt from a folder
+                    cache.put(keys[i], node.module, meta)
     return Built(node.module, names[-1], node.dataset, meta["test_accuracy"], seconds, cached, meta)
 
 

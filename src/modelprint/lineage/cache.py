@@ -17,7 +17,7 @@ from ..errors import ModelFileError
 from ..io import load_model, read_config, save_model
 
 # Bump when a training recipe changes: old entries then stop matching instead of being silently reused.
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"
 
 
 def default_cache_dir() -> Path:

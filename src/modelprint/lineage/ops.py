@@ -15,7 +15,7 @@ from .. import data, symmetry
 from ..base import Params, Registry
 from ..digest import path_digest
 from ..errors import ConfigError
-from ..nets import make_net
+from ..nets import clone, make_net
 from .train import fit, predict
 
 OPS: Registry[Op] = Registry("lineage operation")
@@ -47,7 +47,7 @@ class Op(Params):
 
 def _trainable(parent: Node) -> nn.Module:
     """A float32 copy of the parent (a quantised parent is trained further in full precision)."""
-    return copy.deepcopy(parent.module).float()
+    return clone(parent.module).float()
 
 
 def _input_shape(node: Node) -> tuple[int, ...]:
@@ -60,16 +60,32 @@ def _seeded_net(arch: str, ds: data.LabeledDataset, seed: int, width: int | None
         return make_net(arch, ds.input_shape, ds.num_classes, width=width)
 
 
+def _unscripted(model: nn.Module, what: str) -> nn.Module:
+    if isinstance(model, torch.jit.ScriptModule):
+        raise ConfigError(
+            f"{what}, which a TorchScript module does not allow; load the weights with the network's class "
+            "instead (load_model(path, arch='my_pkg.nets:Net'), or --arch on the command line)"
+        )
+    return model
+
+
+def _kind(m: nn.Module) -> str:
+    """The layer's class name; a TorchScript submodule keeps it as ``original_name``."""
+    scripted = isinstance(m, torch.jit.ScriptModule)
+    return getattr(m, "original_name", type(m).__name__) if scripted else type(m).__name__
+
+
 def head(module: nn.Module) -> tuple[str, nn.Linear]:
     """The classifier head: the last ``nn.Linear`` in module order."""
-    linears = [(n, m) for n, m in module.named_modules() if isinstance(m, nn.Linear)]
+    linears = [(n, m) for n, m in module.named_modules() if _kind(m) == "Linear"]
     if not linears:
         raise ConfigError(f"{type(module).__name__} has no nn.Linear classifier head")
     return linears[-1]
 
 
 def weight_layers(module: nn.Module) -> list[nn.Module]:
-    return [m for m in module.modules() if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d)]
+    """The linear and convolutional layers (of a TorchScript module too), whose weights compression acts on."""
+    return [m for m in module.modules() if _kind(m) in ("Linear", "Conv1d", "Conv2d", "Conv3d")]
 
 
 def _check_fraction(name: str, value: float, low: float = 0.0, high: float = 1.0) -> None:
@@ -138,7 +154,10 @@ class Load(Op):
 
         module = load_model(self.path, device=device)
         if not isinstance(module, nn.Module):
-            raise ConfigError(f"{self.path}: lineage operations need a torch module, not {type(module).__name__}")
+            raise ConfigError(
+                f"{self.path}: lineage operations change weights, and {type(module).__name__} only answers queries; "
+                "export the model as TorchScript, or as weights loaded with its class (--arch)"
+            )
         return Node(module, self.dataset)
 
 
@@ -176,7 +195,7 @@ class Transfer(Op):
                 f"transfer to {self.dataset}: input shape {ds.input_shape} differs from the "
                 f"parent's {_input_shape(parent)}"
             )
-        model = _trainable(parent)
+        model = _unscripted(_trainable(parent), "transfer replaces the classifier head")
         name, old = head(model)
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
@@ -207,7 +226,7 @@ class Prune(Op):
 
     @torch.no_grad()
     def apply(self, parent: Node, device: str = "cpu") -> Node:
-        model = copy.deepcopy(parent.module)
+        model = clone(parent.module)
         layers = weight_layers(model)
         if self.structured:
             _, last = head(model)
@@ -253,7 +272,7 @@ class Fineprune(Op):
 
     def apply(self, parent: Node, device: str = "cpu") -> Node:
         ds = data.load(parent.dataset, "attacker")
-        model = _trainable(parent).to(device)
+        model = _unscripted(_trainable(parent), "fineprune hooks the classifier's input").to(device)
         _, last = head(model)
         acts = []
         handle = last.register_forward_pre_hook(lambda _m, inp: acts.append(inp[0].detach().float().cpu()))
@@ -287,7 +306,7 @@ class Quantize(Op):
 
     @torch.no_grad()
     def apply(self, parent: Node, device: str = "cpu") -> Node:
-        model = copy.deepcopy(parent.module)
+        model = clone(parent.module)
         if self.mode == "fp16":
             return Node(model.half(), parent.dataset)
         for layer in weight_layers(model):
@@ -340,7 +359,7 @@ class Noise(Op):
 
     @torch.no_grad()
     def apply(self, parent: Node, device: str = "cpu") -> Node:
-        model = copy.deepcopy(parent.module)
+        model = clone(parent.module)
         gen = torch.Generator().manual_seed(self.seed)
         for p in model.parameters():
             if p.ndim >= 1 and p.numel() > 1:

@@ -3,7 +3,6 @@ optionally with adversarial training. Deterministic given the seed."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
@@ -59,12 +58,14 @@ def fit(
         )
     else:
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps = epochs * math.ceil(len(x) / batch_size)
+    # a last batch of one example is dropped: batch norm cannot train on it (BatchNorm1d raises)
+    starts = [i for i in range(0, len(x), batch_size) if i == 0 or len(x) - i > 1]
+    steps = epochs * len(starts)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.15)
     span = float(x.max() - x.min()) or 1.0  # adversarial radius is relative to the input range
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x), batch_size):
+        for i in starts:
             idx = order[i : i + batch_size]
             xb = own = x[idx].to(device)
             if queries is not None and callable(targets):

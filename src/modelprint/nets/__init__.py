@@ -6,6 +6,8 @@ returned module carries ``mp_config`` (architecture name and options) so that it
 
 from __future__ import annotations
 
+import copy
+import io
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -36,6 +38,17 @@ def rebuild(config: dict[str, Any]) -> nn.Module:
     """The (untrained) net described by an ``mp_config`` dict."""
     opts = {k: v for k, v in config.items() if k not in ("arch", "input_shape", "num_classes")}
     return make_net(config["arch"], config["input_shape"], config["num_classes"], **opts)
+
+
+def clone(module: nn.Module) -> nn.Module:
+    """A deep copy. A TorchScript module is copied through its archive: ``deepcopy`` leaves its parameters as
+    non-leaf tensors, which no optimiser accepts."""
+    if isinstance(module, torch.jit.ScriptModule):
+        buffer = io.BytesIO()
+        torch.jit.save(module, buffer)
+        buffer.seek(0)
+        return torch.jit.load(buffer, map_location=next(module.parameters()).device)
+    return copy.deepcopy(module)
 
 
 def names(pattern: str = "*") -> list[str]:

@@ -4,7 +4,6 @@ checksummed files like fingerprints."""
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from ..decide import Null, check_alpha, decide, decide_binomial, describe_null, 
 from ..digest import module_digest
 from ..errors import ConfigError, FileFormatError
 from ..lineage.train import fit
+from ..nets import clone
 from ..verdict import Verdict
 from .schemes import WATERMARKS, Watermark
 
@@ -175,7 +175,7 @@ def embed(
     gen = torch.Generator().manual_seed(key_seed)
     key_x, key_y = scheme.make_key(model, x, y, num_classes, gen)
     key_x, key_y = key_x.float(), key_y.long()
-    marked = copy.deepcopy(model)
+    marked = clone(model)
     key = Key(scheme, key_x, key_y, num_classes, name, key_seed, owner_arch=architecture(model))
     if scheme.white_box:  # trained in through a regulariser on the weights
         args = x, y

@@ -1,0 +1,161 @@
+"""Models modelprint did not build, through the installed command line: a custom network (input scaling,
+BatchNorm1d, LayerNorm, GELU, Dropout, a buffer, a residual add) trained by its own loop and handed over as a
+state dict, a .safetensors file, a TorchScript archive and an ONNX export; and a tabular MLP on (n, F) vectors.
+Each test asserts on verdicts and exit codes (0 related, 1 not related, 2 error)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from modelprint import data
+
+from .foreign_nets import Residual, Tabular, train
+from .test_cli import cli, command
+from .test_remote import free_port
+
+NETS = str(Path(__file__).with_name("foreign_nets.py"))
+RESIDUAL = ["--arch", f"{NETS}:Residual"]
+
+
+def weights(model: torch.nn.Module, path: Path) -> str:
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """The owner in every format, six independent networks of its class, and a cache folder."""
+    d = tmp_path_factory.mktemp("foreign")
+    ds = data.load("digits", "train")
+    x, y = ds.x.float(), ds.y
+
+    def make(seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return train(Residual(), x, y, seed)
+
+    owner = make(1)
+    torch.save(owner.state_dict(), d / "owner.pt")
+    torch.jit.script(owner).save(str(d / "owner.ts"))
+    torch.onnx.export(owner, (x[:2],), d / "owner.onnx", dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    return {
+        "dir": d, "pt": str(d / "owner.pt"), "ts": str(d / "owner.ts"), "onnx": str(d / "owner.onnx"),
+        "nulls": [weights(make(s), d / f"independent{s}.safetensors") for s in range(2, 7)],
+        "held_out": weights(make(7), d / "independent7.safetensors"), "cache": ["--cache", str(d / "cache")],
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fingerprint(files):
+    fp = str(files["dir"] / "owner.fp")
+    made = cli(*RESIDUAL, "extract", files["pt"], "-s", "AKH", "-b", "60", "-o", fp, *files["cache"])
+    assert made.returncode == 0, made.stderr
+    nulls = [a for n in files["nulls"] for a in ("-n", n)]
+    calibrated = cli(*RESIDUAL, "calibrate", fp, *nulls, "--fpr", "0.05", *files["cache"])
+    assert calibrated.returncode == 0, calibrated.stderr
+    return fp
+
+
+def verdict(result) -> dict:
+    assert result.returncode in (0, 1), result.stderr
+    v = json.loads(result.stdout)
+    assert result.returncode == (0 if v["related"] else 1)
+    return v
+
+
+def test_every_format_of_the_owner_is_related_and_an_independent_network_is_not(files, fingerprint):
+    for suspect in (files["ts"], files["onnx"], f"load({files['ts']},digits)->finetune(0,epochs=3)",
+                    f"load({files['ts']},digits)->prune(0.3)"):  # fmt: skip
+        v = verdict(cli(*RESIDUAL, "verify", fingerprint, suspect, "--json", *files["cache"]))
+        assert v["related"] and v["p_value"] < 1e-4, (suspect, v)
+    v = verdict(cli(*RESIDUAL, "verify", fingerprint, files["held_out"], "--json", *files["cache"]))
+    assert not v["related"] and v["p_value"] > 0.05
+
+
+def test_weights_without_their_class_are_one_clear_error(files, fingerprint):
+    r = cli("verify", fingerprint, files["held_out"])
+    assert r.returncode == 2 and "--arch" in r.stderr and "Traceback" not in r.stderr
+    r = cli("--arch", f"{NETS}:Nope", "verify", fingerprint, files["held_out"])
+    assert r.returncode == 2 and "has no 'Nope'" in r.stderr
+    r = cli(*RESIDUAL, "--arch-kwargs", '{"hidden": 7}', "verify", fingerprint, files["held_out"])
+    assert r.returncode == 2 and "shape mismatch" in r.stderr
+    r = cli("zoo", "build", f"load({files['onnx']},digits)->finetune(0)", *files["cache"])
+    assert r.returncode == 2 and "only answers queries" in r.stderr
+
+
+def test_zoo_show_reads_every_format(files):
+    for args, expected in (([files["ts"]], "TorchScript"), ([files["onnx"]], "ONNX"), ([files["pt"]], "Residual")):
+        r = cli(*RESIDUAL, "zoo", "show", *args)
+        assert r.returncode == 0 and expected in r.stdout, r.stdout + r.stderr
+
+
+def test_an_onnx_owner_served_with_api_keys_is_recognised_over_http(files, fingerprint):
+    keys = files["dir"] / "keys"
+    keys.write_text("auditor auditor-0123456789abcdef\n")
+    port = free_port()
+    server = subprocess.Popen(
+        [*command(), "serve", files["onnx"], "--port", str(port), "--api-keys", str(keys)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            if ready(url):
+                break
+            time.sleep(0.1)
+        refused = cli("verify", fingerprint, "--url", url)
+        assert refused.returncode == 2 and "401" in refused.stderr
+        env = {**os.environ, "MODELPRINT_API_KEY": "auditor-0123456789abcdef"}
+        assert verdict(cli("verify", fingerprint, "--url", url, "--json", env=env))["related"]
+    finally:
+        server.terminate()
+        server.communicate(timeout=10)
+
+
+def ready(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/v2/health/ready").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_a_torchscript_owner_takes_a_watermark(files):
+    d = files["dir"]
+    made = cli("watermark", "embed", files["ts"], "-o", str(d / "marked"), "--key", str(d / "wm.key"),
+               "--scheme", "trigger-set", *files["cache"])  # fmt: skip
+    assert made.returncode == 0 and (d / "marked.pt").is_file(), made.stderr
+    assert cli("watermark", "verify", str(d / "wm.key"), str(d / "marked.pt")).returncode == 0
+    assert cli("watermark", "verify", str(d / "wm.key"), files["ts"]).returncode == 1
+
+
+def test_a_tabular_owner_on_feature_vectors(tmp_path):
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(900, 12, n_informative=8, n_classes=3, random_state=0)
+    split = np.repeat(["train", "attacker", "test"], 300)
+    np.savez(tmp_path / "table.npz", x=x.astype(np.float32), y=y, split=split)
+    table = f"npz:{tmp_path / 'table.npz'}"
+    xt, yt = torch.from_numpy(x[:300]).float(), torch.from_numpy(y[:300])
+
+    def make(seed: int) -> str:
+        torch.manual_seed(seed)
+        return weights(train(Tabular(), xt, yt, seed), tmp_path / f"tabular{seed}.safetensors")
+
+    arch = ["--arch", f"{NETS}:Tabular", "--arch-kwargs", '{"features": 12, "classes": 3}']
+    fp, cache = str(tmp_path / "t.fp"), ["--cache", str(tmp_path / "cache")]
+    owner = make(1)
+    assert cli(*arch, "extract", owner, "-s", "AKH", "-d", table, "-b", "60", "-o", fp, *cache).returncode == 0
+    nulls = [a for s in range(2, 7) for a in ("-n", make(s))]
+    assert cli(*arch, "calibrate", fp, *nulls, "--fpr", "0.05", *cache).returncode == 0
+    assert verdict(cli(*arch, "verify", fp, owner, "--json", *cache))["related"]
+    assert not verdict(cli(*arch, "verify", fp, make(7), "--json", *cache))["related"]
