@@ -5,6 +5,7 @@ Each test asserts on verdicts and exit codes (0 related, 1 not related, 2 error)
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -159,3 +160,60 @@ def test_a_tabular_owner_on_feature_vectors(tmp_path):
     assert cli(*arch, "calibrate", fp, *nulls, "--fpr", "0.05", *cache).returncode == 0
     assert verdict(cli(*arch, "verify", fp, owner, "--json", *cache))["related"]
     assert not verdict(cli(*arch, "verify", fp, make(7), "--json", *cache))["related"]
+
+
+def test_white_box_comparison_follows_layer_norm_gelu_buffers_and_residuals(files):
+    permuted = f"load({files['pt']},digits)->permute(1)"
+    nulls = [a for n in files["nulls"] for a in ("-n", n)]
+    shape = ["--input-shape", "1,8,8", "--json", *files["cache"]]
+    v = verdict(cli(*RESIDUAL, "compare", files["pt"], permuted, *nulls, *shape))
+    assert v["related"] and v["score"] > 0.99, v
+    v = verdict(cli(*RESIDUAL, "compare", files["pt"], files["held_out"], *nulls, *shape))
+    assert not v["related"] and v["score"] < 0.7, v
+
+
+class Scaled(torch.nn.Module):
+    """Input scaling by constants, GroupNorm, SiLU and a per-unit learnt gain."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 8, 3)
+        self.norm = torch.nn.GroupNorm(1, 8)
+        self.fc = torch.nn.Linear(8 * 6 * 6, 16)
+        self.gain = torch.nn.Parameter(torch.rand(16) + 0.5)
+        self.out = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        h = torch.nn.functional.silu(self.norm(self.conv(x * 2 - 1)))
+        return self.out(torch.relu(self.fc(h.flatten(1))) * self.gain)
+
+
+def test_permuting_a_foreign_network_keeps_its_function_and_is_found():
+    from modelprint.fingerprint.weights import matching_agreement
+    from modelprint.symmetry import permute
+
+    torch.manual_seed(0)
+    net = Scaled().eval()
+    other = permute(Scaled().eval(), (1, 8, 8), seed=3)  # another network, permuted: unrelated
+    twin = permute(copy.deepcopy(net), (1, 8, 8), seed=3)
+    x = torch.randn(16, 1, 8, 8)
+    torch.testing.assert_close(twin(x), net(x), atol=1e-5, rtol=1e-4)
+    assert not torch.equal(twin.fc.weight, net.fc.weight)
+    assert matching_agreement(net, twin, (1, 8, 8))[0] > 0.99
+    assert matching_agreement(net, other, (1, 8, 8))[0] < 0.7
+
+
+def test_a_custom_benchmark_with_an_onnx_source_skips_what_needs_gradients(files):
+    d = files["dir"]
+    listing = d / "mine.yaml"
+    listing.write_text(
+        "dataset: digits\nmodels:\n"
+        f"  - {{model: {files['onnx']}, source: owner, task: source}}\n"
+        f"  - {{model: {files['ts']}, source: owner, task: same}}\n"
+        + "".join(f"  - {{model: {n}}}\n" for n in files["nulls"])
+    )
+    r = cli(*RESIDUAL, "bench", "run", f"custom:{listing}", "-o", str(d / "run"), "--schemes", "AKH,IPGuard",
+            "--budgets", "20", *files["cache"])  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "skipped IPGuard" in r.stdout and "gradients" in r.stdout
+    assert "1.00/1.00" in " ".join(r.stdout.split())  # AKH tells the TorchScript copy from the 5 negatives

@@ -74,6 +74,18 @@ def test_uchida_reads_weights_not_outputs(every_scheme):
     assert not wm.verify(key, permuted).related
 
 
+def test_uchida_on_a_plain_sequential_cnn():
+    """A user's nn.Sequential: the marked layer's input is a feature map, and the key's projection is no input."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 16, 3), torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+        torch.nn.Linear(16 * 4 * 4, 10),
+    )  # fmt: skip
+    model, key = wm.embed(net, "uchida", "digits", key_seed=0, epochs=3)
+    assert wm.verify(key, model).p_value < 1e-4
+    assert wm.verify(key, net).p_value > 0.01  # the unmarked network it started from
+
+
 ONE_TARGET = ("unrelated", "content", "noise")
 
 

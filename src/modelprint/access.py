@@ -41,7 +41,7 @@ class Model:
     @property
     def input_shape(self) -> tuple[int, ...]:
         if self._input_shape is None:
-            raise AccessError(f"{self!r}: input shape unknown; pass input_shape=")
+            raise AccessError(f"{self!r}: input shape unknown; give it (--input-shape 1,8,8; input_shape=)")
         return self._input_shape
 
     @property

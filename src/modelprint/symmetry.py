@@ -1,9 +1,12 @@
 """Function-preserving symmetries of a network, derived from its module graph with torch.fx.
 
-Hidden units can be permuted (with the matching rows/columns of adjacent layers, batch-norm parameters and
-residual branches), and units followed by a ReLU can be rescaled by a > 0 (incoming weights × a, outgoing
-× 1/a). ``permutation_groups`` finds which parameter axes share a permutation, the permutation spec of
-Git Re-Basin (Ainsworth et al., ICLR 2023); ``permute`` and ``rescale`` apply random symmetries.
+Hidden units can be permuted (with the matching rows/columns of adjacent layers, batch-, layer- and group-norm
+parameters, per-unit buffers and residual branches), and units followed by a ReLU can be rescaled by a > 0
+(incoming weights × a, outgoing × 1/a); a unit that passes a GELU/SiLU-like activation, a layer norm or a shift
+can only be permuted. Arithmetic with constants and buffers (an input scaling ``x * 2 - 1``, a learnt scalar) is
+followed: a scalar changes no unit, a vector of one value per unit is permuted with the units.
+``permutation_groups`` finds which parameter axes share a permutation, the permutation spec of Git Re-Basin
+(Ainsworth et al., ICLR 2023); ``permute`` and ``rescale`` apply random symmetries.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from .errors import ConfigError
 
 PRODUCERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+# Normalisations over all of a value's units: permuting the units permutes their gain and bias, nothing more.
+UNIT_NORMS = (nn.LayerNorm, nn.GroupNorm)
+ARITHMETIC = {operator.mul: "mul", torch.mul: "mul", operator.truediv: "div", torch.div: "div",
+              operator.sub: "sub", torch.sub: "sub", "mul": "mul", "div": "div", "sub": "sub"}  # fmt: skip
 # Per-channel ops that commute with a positive rescaling of their input (f(a·x) = a·f(x)).
 HOMOGENEOUS = (
     nn.ReLU,
@@ -165,7 +172,7 @@ def permutation_groups(model: nn.Module, input_shape: tuple[int, ...]) -> list[G
             for a in args:
                 fix(a)
         elif node.op == "get_attr":
-            raise unsupported(node, "direct parameter access")
+            continue  # a buffer or parameter read directly: handled where arithmetic uses it
         elif node.op == "call_module":
             mod = modules[node.target]
             if isinstance(mod, PRODUCERS):
@@ -198,6 +205,13 @@ def permutation_groups(model: nn.Module, input_shape: tuple[int, ...]) -> list[G
                 else:
                     g.rescalable = False
                 slots[node] = _Slot(src.group, src.block, src.after_relu)
+            elif isinstance(mod, UNIT_NORMS):
+                if not _normalises_units(mod, shape(args[0])):
+                    raise unsupported(node, f"{type(mod).__name__} over other axes than the units")
+                g = uf.groups[uf.find(src.group)]
+                g.norms += [f"{node.target}.{n}" for n in ("weight", "bias") if getattr(mod, n, None) is not None]
+                g.rescalable = False
+                slots[node] = _Slot(src.group, src.block)
             elif isinstance(mod, HOMOGENEOUS + ELEMENTWISE):
                 if isinstance(mod, ELEMENTWISE):
                     uf.groups[uf.find(src.group)].rescalable = False
@@ -213,8 +227,10 @@ def permutation_groups(model: nn.Module, input_shape: tuple[int, ...]) -> list[G
                 raise unsupported(node, type(mod).__name__)
         elif node.op in ("call_function", "call_method"):
             fn = node.target
-            if fn in ADD or fn in ("add", "add_"):
-                tensors = [a for a in args if a in slots]
+            tensors = [a for a in args if a in slots]
+            if (fn in ADD or fn in ("add", "add_") or fn in ARITHMETIC) and len(tensors) == 1:
+                slots[node] = _with_constant(node, slots[tensors[0]], gm, shape, uf, unsupported)
+            elif fn in ADD or fn in ("add", "add_"):
                 root = tensors[0]
                 g = slots[root].group
                 for other in tensors[1:]:
@@ -243,6 +259,34 @@ def permutation_groups(model: nn.Module, input_shape: tuple[int, ...]) -> list[G
                 raise unsupported(node, getattr(fn, "__name__", str(fn)))
     roots = sorted({uf.find(i) for i in range(len(uf.parent))})
     return [uf.groups[r] for r in roots]
+
+
+def _normalises_units(mod: nn.Module, in_shape: tuple[int, ...]) -> bool:
+    """Whether a layer or group norm normalises over all units of a (N, C) value (or each unit on its own)."""
+    if isinstance(mod, nn.LayerNorm):
+        return len(in_shape) == 2 and tuple(mod.normalized_shape) == in_shape[1:]
+    return mod.num_groups in (1, mod.num_channels)
+
+
+def _with_constant(node: fx.Node, src: _Slot, gm: fx.GraphModule, shape, uf: _Groups, unsupported) -> _Slot:
+    """``value (op) constant``, the constant a number or a tensor read from the module (a buffer, a parameter)."""
+    g = uf.groups[uf.find(src.group)]
+    op = ARITHMETIC.get(node.target, "add")
+    if op in ("add", "sub"):
+        g.rescalable = False  # a shift does not commute with a rescaling before a ReLU
+    tensors = dict(gm.named_parameters()) | dict(gm.named_buffers())
+    for a in node.args:
+        if isinstance(a, fx.Node) and a.op == "get_attr":
+            t = tensors[a.target]
+            if t.numel() == 1:
+                continue
+            if t.ndim == 1 and len(shape(node)) == 2 and t.numel() == shape(node)[1]:
+                if not g.fixed:
+                    g.norms.append(a.target)  # one value per unit: permuted with the units
+                g.rescalable = False
+                continue
+            raise unsupported(node, f"{op} with a tensor of shape {tuple(t.shape)}")
+    return _Slot(src.group, src.block, src.after_relu and op in ("mul", "div"))
 
 
 def _dims(node: fx.Node) -> tuple[int, ...]:

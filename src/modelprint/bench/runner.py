@@ -70,7 +70,12 @@ def score_unit(bench: Benchmark, unit: Unit, cache_dir: str | None, device: str)
 
     scheme = make_scheme(unit.scheme)
     t0 = time.perf_counter()
-    fp = extract(get(unit.source), scheme, bench.dataset, unit.budget, unit.seed, cache_dir=cache_dir, device=device)
+    try:
+        fp = extract(
+            get(unit.source), scheme, bench.dataset, unit.budget, unit.seed, cache_dir=cache_dir, device=device
+        )
+    except AccessError as e:  # e.g. a scheme that needs gradients, on an ONNX source: one row says why
+        return pd.DataFrame([{**asdict(unit), "scheme": scheme.label, "skipped": str(e)}])
     extract_s = time.perf_counter() - t0
     rows = []
     for t in bench.targets(unit.source):
@@ -212,7 +217,19 @@ def read_scores(out: str | Path) -> pd.DataFrame:
     if not parts:
         raise ConfigError(f"{out}: no results yet (run: modelprint bench run BENCH -o {out})")
     df = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    if "skipped" in df:
+        df = df[df["skipped"].isna()].drop(columns="skipped")
     return df.sort_values(["scheme", "budget", "seed", "source", "target"], kind="stable").reset_index(drop=True)
+
+
+def skipped(out: str | Path) -> list[str]:
+    """Why units of a run folder were skipped (a scheme that cannot fingerprint a source), one line each."""
+    notes = []
+    for p in sorted((Path(out) / PARTS).glob("*.parquet")):
+        df = pd.read_parquet(p)
+        if "skipped" in df:
+            notes += [f"{r.scheme} @ {r.budget} on {r.source}: {r.skipped}" for r in df.itertuples()]
+    return notes
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:

@@ -80,11 +80,11 @@ def summary_table(summary, title: str) -> Table:
     from ..bench.report import cell
 
     table = Table(title=title)
-    table.add_column("task")
+    table.add_column("task", overflow="fold")
     rows = summary.to_dict("records")
     cols = sorted({(r["scheme"], int(r["budget"])) for r in rows}, key=lambda c: (c[1], c[0]))
     for scheme, budget in cols:
-        table.add_column(f"{scheme}\n@{budget}", justify="right")
+        table.add_column(f"{scheme}\n@{budget}", justify="right", overflow="fold")  # wrapped, never cut
 
     def metrics(r: dict) -> str:
         return "/".join(cell(r[m], 2) for m in ("auc", "tpr@0", "tpr@0.01"))
@@ -132,6 +132,7 @@ def bench_run(
 ) -> None:
     """Score every (scheme, budget, seed, source, target); resumes where a killed run stopped."""
     from ..bench import summarize
+    from ..bench.runner import skipped
 
     t0 = time.perf_counter()
     df = run_bench(
@@ -148,6 +149,8 @@ def bench_run(
         check_device(device),
     )
     console.print(summary_table(summarize(df), f"{bench} ({profile})"))
+    for note in skipped(out):
+        console.print(f"skipped {note}", highlight=False)
     console.print(
         f"{len(df)} scored pairs in {out} [{time.perf_counter() - t0:.0f}s]; report: modelprint bench report {out}"
     )
@@ -227,7 +230,7 @@ def demo(
         f"{len(fp.null_scores)} independent models)"
     )
     table.add_column("suspect", overflow="fold")
-    table.add_column("task")
+    table.add_column("task", overflow="fold")
     for scheme in DEMO_SCHEMES:
         table.add_column(f"{scheme} score / p", justify="right")
     for t in suspects:

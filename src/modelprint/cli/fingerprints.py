@@ -15,6 +15,7 @@ from .common import (
     CacheOpt,
     DeviceOpt,
     ModelArg,
+    _ints,
     app,
     check_device,
     console,
@@ -35,10 +36,19 @@ def extract_cmd(
     ] = "digits",
     budget: Annotated[int, typer.Option("--budget", "-b", help="Number of queries.")] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Seed of every random choice.")] = 0,
+    reference: Annotated[
+        list[str] | None,
+        typer.Option("--reference", help="An independent model the sampler contrasts with (repeat; default: built)."),
+    ] = None,
+    surrogate: Annotated[
+        list[str] | None,
+        typer.Option("--surrogate", help="A copy extracted from the owner, for the sampler (repeat; default: built)."),
+    ] = None,
     cache: CacheOpt = None,
     device: DeviceOpt = "cpu",
 ) -> None:
-    """Fingerprint the owner's MODEL and write the fingerprint file."""
+    """Fingerprint the owner's MODEL and write the fingerprint file. Samplers that need reference models or
+    surrogates (CAE, Divergent, FBI, Preference, ...) build them on the data unless given."""
     from ..fingerprint import extract, make_scheme
     from ..lineage import resolve
 
@@ -47,7 +57,10 @@ def extract_cmd(
     with err_console.status(f"extracting {scheme} fingerprint"):
         t0 = time.perf_counter()
         owner = resolve(model, cache_dir=cache, device=check_device(device))
-        fp = extract(owner, scheme, data, budget, seed, cache_dir=cache, device=device)
+        fp = extract(
+            owner, scheme, data, budget, seed, references=reference or None, surrogates=surrogate or None,
+            cache_dir=cache, device=device,
+        )  # fmt: skip
         fp.save(out)
     console.print(f"wrote {out}: {fp.describe()} [{time.perf_counter() - t0:.1f}s]")
 
@@ -141,6 +154,9 @@ def compare_cmd(
         list[str] | None, typer.Option("--null", "-n", help="An independent model of the same architecture (repeat).")
     ] = None,
     alpha: Annotated[float, typer.Option("--alpha", help="False-positive rate to decide at.")] = 0.01,
+    input_shape: Annotated[
+        str | None, typer.Option("--input-shape", help="e.g. 1,8,8, for networks that do not record it.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
     cache: CacheOpt = None,
     device: DeviceOpt = "cpu",
@@ -153,7 +169,10 @@ def compare_cmd(
     device = check_device(device)
     a, b = (resolve(m, cache_dir=cache, device=device) for m in (model_a, model_b))
     with err_console.status("matching hidden units and calibrating on independent models"):
-        v = compare_weights(a, b, null_models=null or None, alpha=alpha, cache_dir=cache, device=device)
+        shape = tuple(_ints(input_shape, "--input-shape")) if input_shape else None
+        v = compare_weights(
+            a, b, null_models=null or None, input_shape=shape, alpha=alpha, cache_dir=cache, device=device
+        )
     show_verdict(v, f"{model_b} vs {model_a}", as_json)
 
 

@@ -311,8 +311,8 @@ def verify(
     null = fp.null
     if null is None:
         raise ConfigError(
-            "the fingerprint is not calibrated: run calibrate(fp, null_models=[...] or 'auto') first "
-            "(or use score() for the raw similarity)"
+            "the fingerprint is not calibrated: calibrate it on independent models first (modelprint calibrate FP "
+            "--null auto; calibrate(fp, 'auto')), or use score() for the raw similarity"
         )
     alpha = fp.target_fpr if alpha is None else alpha
     check_alpha(alpha)

@@ -247,7 +247,9 @@ def _input_shape(model: nn.Module, input_shape) -> tuple[int, ...]:
         return tuple(input_shape)
     cfg = getattr(model, "mp_config", None)
     if not cfg:
-        raise ConfigError("pass input_shape=: the model does not say what inputs it takes")
+        raise ConfigError(
+            "the model does not say what inputs it takes: give their shape (--input-shape 1,8,8; input_shape=)"
+        )
     return tuple(cfg["input_shape"])
 
 

@@ -198,9 +198,11 @@ def _suspect(suspect, key: Key, cache_dir, device: str) -> Model:
 
     if isinstance(suspect, str | Path):
         suspect = resolve(suspect, cache_dir=cache_dir, device=device)
+    # a white-box key's inputs are a projection of the weights, not inputs of the model
+    shape = None if key.scheme.white_box else tuple(key.inputs.shape[1:])
     if isinstance(suspect, nn.Module):
-        return WhiteBox(suspect, input_shape=tuple(key.inputs.shape[1:]), device=device)
-    return as_model(suspect, input_shape=tuple(key.inputs.shape[1:]))
+        return WhiteBox(suspect, num_classes=key.num_classes, input_shape=shape, device=device)
+    return as_model(suspect, input_shape=shape)
 
 
 def calibrate(
