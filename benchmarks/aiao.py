@@ -23,9 +23,9 @@ import pandas as pd
 import torch
 
 from modelprint import diffusion
+from modelprint.diffusion import aiao
 from modelprint.errors import ModelFileError
 from modelprint.io import atomic_file
-from modelprint.watermark import aiao
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

@@ -29,7 +29,7 @@ from modelprint import data, nullbank, watermark
 from modelprint.access import architecture
 from modelprint.decide import Null, Scale
 from modelprint.fingerprint import NAMED
-from modelprint.fingerprint.weights import cka_score
+from modelprint.fingerprint.cka import cka_score
 from modelprint.lineage import build
 
 OWNER, DATASET, BUDGET = "train(lenet,digits,0)", "digits", 100

@@ -26,13 +26,10 @@ from sklearn.metrics import roc_auc_score
 from modelprint import data
 from modelprint.bench.metrics import tpr_at
 from modelprint.decide import EmpiricalNull
-from modelprint.fingerprint.weights import (
-    cka_score,
-    default_nulls,
-    matching_agreement,
-    signature,
-    signature_similarity,
-)
+from modelprint.fingerprint.cka import cka_score
+from modelprint.fingerprint.matching import matching_agreement
+from modelprint.fingerprint.signature import signature, signature_similarity
+from modelprint.fingerprint.weights import default_nulls
 from modelprint.lineage import build
 
 ARCHS = ("mlp", "cnn", "resnet-tiny")

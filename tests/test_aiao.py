@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from modelprint import diffusion
+from modelprint.diffusion import aiao
 from modelprint.errors import AccessError, ConfigError, FileFormatError
-from modelprint.watermark import aiao
 
 SPEC = "aiao(blocks=down_blocks.0.resnets.0+down_blocks.1.resnets.0+up_blocks.1.resnets.0+up_blocks.1.resnets.1)"
 

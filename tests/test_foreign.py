@@ -189,7 +189,7 @@ class Scaled(torch.nn.Module):
 
 
 def test_permuting_a_foreign_network_keeps_its_function_and_is_found():
-    from modelprint.fingerprint.weights import matching_agreement
+    from modelprint.fingerprint.matching import matching_agreement
     from modelprint.symmetry import permute
 
     torch.manual_seed(0)

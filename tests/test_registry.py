@@ -51,7 +51,7 @@ def test_round_trip_and_search(zoo, owner_fp, tmp_path):
 
 
 def registry_signature(module):
-    from modelprint.fingerprint.weights import signature
+    from modelprint.fingerprint.signature import signature
 
     return signature(module)
 

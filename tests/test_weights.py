@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from modelprint.errors import ConfigError
-from modelprint.fingerprint.weights import cka_matrix, equinormalize, linear_cka, match_weights
+from modelprint.fingerprint.cka import cka_matrix, linear_cka
+from modelprint.fingerprint.matching import equinormalize, match_weights
 from modelprint.nets import make_net
 from modelprint.symmetry import permute, rescale
 
@@ -109,7 +110,7 @@ def test_unsupported_layer_is_named():
 
 
 def test_signature_is_invariant_and_closer_for_derived_models(zoo):
-    from modelprint.fingerprint.weights import SIGNATURE_SLOTS, signature, signature_similarity
+    from modelprint.fingerprint.signature import SIGNATURE_SLOTS, signature, signature_similarity
 
     owner = zoo(OWNER).module
     sig = signature(owner)
@@ -123,7 +124,7 @@ def test_signature_is_invariant_and_closer_for_derived_models(zoo):
 
 def test_cka_score_across_architectures(zoo):
     from modelprint import data
-    from modelprint.fingerprint.weights import cka_score
+    from modelprint.fingerprint.cka import cka_score
 
     x = data.load("digits", "test").x[:128]
     owner = zoo(OWNER).module
@@ -147,7 +148,7 @@ def test_compare_activations_is_calibrated(zoo, mlp_nulls):
 
 
 def test_partial_matching_when_widths_differ(zoo):
-    from modelprint.fingerprint.weights import matching_agreement
+    from modelprint.fingerprint.matching import matching_agreement
 
     owner = zoo(OWNER).module
     keep = torch.randperm(128, generator=torch.Generator().manual_seed(0))[:96]  # a thief keeps 96 units, shuffled

@@ -1,7 +1,7 @@
 """A registry of known models, for platforms asking "which known model is this upload derived from?".
 
 Each entry is a name with metadata, the model's permutation- and rescaling-invariant weight signature
-(``fingerprint.weights.signature``) and any number of fingerprint files. It lives in a SQLAlchemy database: a
+(``fingerprint.signature``) and any number of fingerprint files. It lives in a SQLAlchemy database: a
 SQLite file by default (WAL journal and a busy timeout, so concurrent writers wait instead of failing), or any
 database URL such as ``postgresql+psycopg://...``.
 
@@ -116,7 +116,7 @@ class Registry:
         if not name or len(name) > 200:
             raise ConfigError("a registry name must have 1 to 200 characters")
         if model is not None:
-            from .fingerprint.weights import signature as weight_signature
+            from .fingerprint.signature import signature as weight_signature
 
             signature = weight_signature(model)
         blobs = [self._read_fingerprint(p) for p in fingerprints]
@@ -225,7 +225,7 @@ class Registry:
         from sqlalchemy import select
 
         from .fingerprint import Fingerprint, verify
-        from .fingerprint.weights import signature
+        from .fingerprint.signature import signature
 
         if isinstance(suspect, str | Path):
             from .lineage import resolve

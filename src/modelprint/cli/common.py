@@ -173,3 +173,16 @@ def verdict_panel(v, title: str):
         "inconclusive": "[bold yellow]INCONCLUSIVE[/]",
     }[v.outcome]
     return Panel(table, title=head, subtitle=title, expand=False)
+
+
+def registry_table(title: str, registry, first: str = "name") -> Table:
+    """A registry of named classes as a table: name, parameters with their defaults, and the docstring."""
+    table = Table(title=title)
+    for col in (first, "parameters", "what it does"):
+        table.add_column(col)
+    for name in registry.names():
+        cls = registry.get(name)
+        defaults = cls.param_defaults()
+        params = ", ".join(f"{p}={defaults[p]}" if p in defaults else p for p in cls.param_names())
+        table.add_row(name, params, " ".join((cls.__doc__ or "").split()))
+    return table

@@ -71,7 +71,7 @@ def diffusion_profile(
 ) -> None:
     """Busy and lazy blocks: fine-tune a copy and measure how far each block's weights and features move."""
     from .. import diffusion
-    from ..watermark import aiao
+    from ..diffusion import aiao
 
     device = check_device(device)
     unet = diffusion.load(model, device)
@@ -105,7 +105,7 @@ def diffusion_embed(
 ) -> None:
     """Plant a diffusion watermark in MODEL (trained on digits); write the marked UNet and the key."""
     from .. import diffusion
-    from ..watermark import aiao
+    from ..diffusion import aiao
 
     spec = aiao.make_scheme(scheme)  # fail on a typo before any training
     device = check_device(device)
@@ -134,7 +134,7 @@ def diffusion_calibrate(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Set the per-trial threshold and the clean success rates from UNets known not to carry the mark."""
-    from ..watermark import aiao
+    from ..diffusion import aiao
 
     key = aiao.calibrate(aiao.DiffusionKey.load(key_path), clean, trials=trials, target_fpr=fpr,
                          device=check_device(device))  # fmt: skip
@@ -153,7 +153,7 @@ def diffusion_verify(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Does SUSPECT carry the watermark? Exit code 0: yes, 1: no, 3: inconclusive, 2: error."""
-    from ..watermark import aiao
+    from ..diffusion import aiao
 
     key = aiao.DiffusionKey.load(key_path)
     v = aiao.verify(key, suspect, trials=trials, seed=seed, device=check_device(device))

@@ -20,6 +20,7 @@ from .common import (
     check_device,
     console,
     err_console,
+    registry_table,
     show_verdict,
 )
 
@@ -190,15 +191,7 @@ def schemes_cmd() -> None:
         named.add_row(name, s.components, access, "yes" if s.sequential else "", what, deviation)
     console.print(named)
     for title, reg in (("query samplers", SAMPLERS), ("representations", REPRESENTATIONS), ("distances", DISTANCES)):
-        table = Table(title=title)
-        for col in ("name", "parameters", "what it does"):
-            table.add_column(col)
-        for n in reg.names():
-            cls = reg.get(n)
-            d = cls.param_defaults()
-            params = ", ".join(f"{p}={d[p]}" if p in d else p for p in cls.param_names())
-            table.add_row(n, params, " ".join((cls.__doc__ or "").split()))
-        console.print(table)
+        console.print(registry_table(title, reg))
     console.print("Combine any compatible parts: modelprint extract MODEL --scheme 'adversarial(eps=0.05)+ddv+cosine'")
 
 

@@ -19,6 +19,7 @@ from .common import (
     check_device,
     console,
     err_console,
+    registry_table,
     write_csv,
 )
 
@@ -170,15 +171,7 @@ def zoo_ops() -> None:
     """List the lineage operations and their parameters."""
     from ..lineage import OPS
 
-    table = Table(title="lineage operations")
-    for col in ("operation", "parameters", "what it does"):
-        table.add_column(col)
-    for name in OPS.names():
-        op = OPS.get(name)
-        defaults = op.param_defaults()
-        params = ", ".join(f"{p}={defaults[p]}" if p in defaults else p for p in op.param_names())
-        table.add_row(name, params, " ".join((op.__doc__ or "").split()))
-    console.print(table)
+    console.print(registry_table("lineage operations", OPS, "operation"))
 
 
 @data_app.command("list")

@@ -21,9 +21,10 @@ from ..digest import module_digest, tensors_digest
 from ..errors import ConfigError
 from ..verdict import Verdict
 from .file import Fingerprint
+from .matching import matching_agreement
 from .queries import Context
 from .schemes import Scheme, make_scheme
-from .weights import WeightsFingerprint, matching_agreement
+from .weights import WeightsFingerprint
 
 Data = str | Dataset | tuple[torch.Tensor, torch.Tensor]
 Suspect = Model | nn.Module | Callable[[torch.Tensor], Any] | str | Path

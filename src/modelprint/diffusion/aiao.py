@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -42,6 +41,7 @@ from ..decide import check_alpha, decide, rate_null
 from ..digest import module_digest
 from ..errors import AccessError, ConfigError, FileFormatError
 from ..verdict import Verdict
+from .blocks import Profile, blocks, profile, run_blocks
 
 __all__ = [
     "DIFFUSION_WATERMARKS",
@@ -58,138 +58,8 @@ __all__ = [
 
 DIFFUSION_WATERMARKS: Registry[DiffusionWatermark] = Registry("diffusion watermark")
 
-# The units of a diffusers UNet between which subpaths run: every resnet, attention and resampler of the down,
-# mid and up blocks (the naming UNet2DModel and UNet2DConditionModel share).
-BLOCK = re.compile(r"^(?:(?:down|up)_blocks\.\d+|mid_block)\.(?:resnets|attentions|downsamplers|upsamplers)\.\d+$")
 # A trial succeeds when its score exceeds the clean models' mean by this many standard deviations.
 SIGMAS = 4.0
-
-
-def _forward(unet, x_t, t, add: dict[str, Callable] | None = None, keep: Sequence[str] = ()):
-    """The UNet's noise prediction, with ``add[block](output)`` added to those blocks' outputs and the outputs of
-    ``keep`` blocks returned (in execution order)."""
-    kept: dict[str, torch.Tensor] = {}
-
-    def hook(name):
-        def run(_module, _inputs, out):
-            if not isinstance(out, torch.Tensor):
-                raise AccessError(f"block {name} returns {type(out).__name__}, not a feature tensor")
-            if add and name in add:
-                out = out + add[name](out)
-            if name in keep:
-                kept[name] = out
-            return out
-
-        return run
-
-    handles = []
-    try:
-        for name in {*(add or {}), *keep}:
-            try:
-                module = unet.get_submodule(name)
-            except AttributeError:
-                raise AccessError(f"the UNet has no block {name!r} (not the marked architecture?)") from None
-            handles.append(module.register_forward_hook(hook(name)))
-        return unet(x_t, t).sample, kept
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def blocks(unet) -> list[str]:
-    """The UNet's blocks (see ``BLOCK``) in the order the forward pass runs them."""
-    names = [n for n, _ in unet.named_modules() if BLOCK.match(n)]
-    if len(names) < 2:
-        raise ConfigError(f"{type(unet).__name__} has fewer than 2 diffusers UNet blocks to run subpaths between")
-    size = unet.config.sample_size
-    height, width = (size, size) if isinstance(size, int) else size
-    with torch.no_grad():
-        device = next(unet.parameters()).device
-        x = torch.zeros(1, unet.config.in_channels, height, width, device=device)
-        t = torch.ones(1, dtype=torch.long, device=device)
-        _, out = _forward(unet, x, t, keep=names)
-    return list(out)
-
-
-def _changes(a: nn.Module, b: nn.Module, names: Sequence[str]) -> np.ndarray:
-    """Relative weight change ||W' - W|| / ||W|| of each named submodule."""
-    ma, mb = dict(a.named_modules()), dict(b.named_modules())
-    out = []
-    for n in names:
-        wa = torch.cat([p.detach().flatten() for p in ma[n].parameters()])
-        wb = torch.cat([p.detach().flatten() for p in mb[n].parameters()])
-        out.append(float((wb - wa).norm() / wa.norm().clamp_min(1e-12)))
-    return np.array(out)
-
-
-@dataclass(frozen=True)
-class Profile:
-    """How much fine-tuning moved each block (AIAO's observation): relative weight and feature changes."""
-
-    blocks: tuple[str, ...]  # in execution order
-    weight_change: np.ndarray
-    feature_change: np.ndarray
-    steps: int
-
-    def lazy(self, fraction: float = 0.5) -> tuple[str, ...]:
-        """The ``fraction`` of blocks whose weights moved least, in execution order."""
-        if not 0 < fraction <= 1:
-            raise ConfigError(f"the lazy fraction must be in (0, 1], got {fraction}")
-        k = max(2, round(fraction * len(self.blocks)))
-        picked = set(np.argsort(self.weight_change, kind="stable")[:k])
-        return tuple(b for i, b in enumerate(self.blocks) if i in picked)
-
-    def busy(self, k: int = 3) -> tuple[str, ...]:
-        """The ``k`` blocks whose weights moved most, busiest first."""
-        return tuple(self.blocks[i] for i in np.argsort(-self.weight_change, kind="stable")[:k])
-
-    def rows(self) -> list[dict]:
-        lazy = set(self.lazy())
-        return [
-            {"block": b, "weight_change": float(w), "feature_change": float(f), "lazy": b in lazy}
-            for b, w, f in zip(self.blocks, self.weight_change, self.feature_change, strict=True)
-        ]
-
-    def plot(self, path: str | Path) -> Path:
-        """A bar chart of both changes per block, lazy blocks marked."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        from ..io import atomic_file
-
-        lazy = set(self.lazy())
-        x = np.arange(len(self.blocks))
-        fig, axes = plt.subplots(2, 1, figsize=(max(6, 0.45 * len(x)), 6), sharex=True)
-        colours = ["tab:blue" if b in lazy else "tab:red" for b in self.blocks]
-        changes = (self.weight_change, self.feature_change)
-        for ax, values, label in zip(axes, changes, ("weights", "features"), strict=True):
-            ax.bar(x, values, color=colours)
-            ax.set_ylabel(f"relative change, {label}")
-        axes[0].set_title(f"Fine-tuning for {self.steps} steps: busy (red) and lazy (blue) blocks")
-        axes[1].set_xticks(x, [b.replace("_blocks", "").replace("_block", "") for b in self.blocks], rotation=70)
-        fig.tight_layout()
-        with atomic_file(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
-        plt.close(fig)
-        return Path(path)
-
-
-def profile(unet, x: torch.Tensor, *, steps: int = 200, lr: float = 1e-3, seed: int = 0, device: str = "cpu",
-            progress: Callable[[int, float], None] | None = None) -> Profile:  # fmt: skip
-    """Fine-tune a copy of ``unet`` on ``x`` (the owner's guess at an attacker's data) and measure, per block,
-    the relative change of its weights and of its output features on noisy inputs."""
-    names = blocks(unet)
-    tuned = copy.deepcopy(unet)
-    diffusion.train(tuned, x, steps, lr=lr, seed=seed, device=device, progress=progress)
-    gen = torch.Generator().manual_seed(seed)
-    x_t, _, t = diffusion.noisy(x[torch.randperm(len(x), generator=gen)[:64]].to(device), gen)
-    with torch.no_grad():
-        _, before = _forward(unet.to(device).eval(), x_t, t, keep=names)
-        _, after = _forward(tuned, x_t, t, keep=names)
-    feature = [float((after[n] - before[n]).norm() / before[n].norm().clamp_min(1e-12)) for n in names]
-    return Profile(tuple(names), _changes(unet, tuned, names), np.array(feature), steps)
 
 
 def _secret(key_seed: int, block: str, role: str, shape: Sequence[int], fraction: float) -> torch.Tensor:
@@ -265,7 +135,7 @@ class AIAO(DiffusionWatermark):
         x_t, _, t = diffusion.noisy(refs.to(next(unet.parameters()).device), gen)
         names = self.blocks.split("+")
         with torch.no_grad():
-            _, out = _forward(unet, x_t, t, keep=names)
+            _, out = run_blocks(unet, x_t, t, keep=names)
         return {"inputs": refs, "scale": torch.tensor([float(out[n].std()) for n in names])}
 
     def trainable(self, unet):
@@ -289,7 +159,7 @@ class AIAO(DiffusionWatermark):
 
             return delta
 
-        eps, out = _forward(
+        eps, out = run_blocks(
             unet, torch.cat([x_t, x_t[:k]]), torch.cat([t, t[:k]]),
             add={a: trigger(a) for a in rows}, keep=sorted({b for _, b in paths}),
         )  # fmt: skip
