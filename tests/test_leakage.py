@@ -8,7 +8,7 @@ import pytest
 
 from modelprint import bench
 from modelprint.bench import thieves
-from modelprint.fingerprint.api import HELPER_ARCHS, surrogate_step
+from modelprint.fingerprint.helpers import HELPER_ARCHS, surrogate_step
 
 HELPERS = {thieves.recipe_of(surrogate_step(a, 0)) for a in HELPER_ARCHS}
 

@@ -129,7 +129,7 @@ def _training_data(data) -> tuple[torch.Tensor, torch.Tensor, str]:
             )
         ds = datasets.load(data, "train")
         return ds.x.float(), ds.y.long(), data
-    from .fingerprint.api import held_out
+    from .fingerprint.helpers import held_out
 
     return held_out(data)
 

@@ -145,7 +145,7 @@ def _training_data(data) -> tuple[torch.Tensor, torch.Tensor, str]:
     if isinstance(data, str):
         ds = datasets.load(data, "train")
         return ds.x, ds.y, data
-    from ..fingerprint.api import held_out
+    from ..fingerprint.helpers import held_out
 
     return held_out(data)
 
