@@ -33,3 +33,11 @@ def zoo(zoo_cache):
 @pytest.fixture(scope="session")
 def source(zoo):
     return zoo(SOURCE)
+
+
+@pytest.fixture(scope="session")
+def marked(source):
+    """The source with a trigger-set watermark, and its key."""
+    from modelprint import watermark
+
+    return watermark.embed(source.module, "trigger-set(size=50)", "digits", key_seed=0, epochs=10)

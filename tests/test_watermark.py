@@ -19,11 +19,6 @@ from modelprint.watermark import bench
 
 
 @pytest.fixture(scope="session")
-def marked(source):
-    return wm.embed(source.module, "trigger-set(size=50)", "digits", key_seed=0, epochs=10)
-
-
-@pytest.fixture(scope="session")
 def clean(zoo):
     return [zoo(f"train({a},digits,{s})").module for s in (3, 4, 6) for a in ("lenet", "mlp")]
 

@@ -1,14 +1,14 @@
 """A registry of known models, for platforms asking "which known model is this upload derived from?".
 
 Each entry is a name with metadata, the model's permutation- and rescaling-invariant weight signature
-(``fingerprint.signature``) and any number of fingerprint files. It lives in a SQLAlchemy database: a
-SQLite file by default (WAL journal and a busy timeout, so concurrent writers wait instead of failing), or any
-database URL such as ``postgresql+psycopg://...``.
+(``fingerprint.signature``) and any number of evidence files (fingerprints, watermark keys: ``evidence``). It
+lives in a SQLAlchemy database: a SQLite file by default (WAL journal and a busy timeout, so concurrent writers
+wait instead of failing), or any database URL such as ``postgresql+psycopg://...``.
 
 ``search`` works in two stages. The first cut is a FAISS index over the signatures: the entries nearest to the
-suspect's signature (white-box suspects only). Then every candidate's fingerprints are verified against the
-suspect and the candidates ranked by p-value. A black-box suspect (an endpoint) has no signature, so every
-entry with fingerprints is a candidate.
+suspect's signature (white-box suspects only), plus every entry registered with evidence but no signature. Then
+every candidate's evidence is verified against the suspect and the candidates ranked by p-value. A black-box
+suspect (an endpoint) has no signature, so every entry with evidence is a candidate.
 """
 
 from __future__ import annotations
@@ -159,10 +159,10 @@ class Registry:
 
     @staticmethod
     def _read_fingerprint(path) -> tuple[str, str, bytes]:
-        """(scheme, sha256, bytes) of a fingerprint file, validated before it is stored."""
-        from .fingerprint import Fingerprint
+        """(scheme, sha256, bytes) of an evidence file, validated before it is stored."""
+        from . import evidence
 
-        fp = Fingerprint.load(path)  # raises FileFormatError naming the file
+        fp = evidence.load(path)  # any kind of evidence; raises FileFormatError naming the file
         scheme = getattr(fp, "scheme", None)
         scheme = scheme.spec() if hasattr(scheme, "spec") else str(scheme or "weights")
         blob = Path(path).read_bytes()
@@ -224,7 +224,7 @@ class Registry:
         entry's verdict is its strongest fingerprint's, with Holm's p-value over the entry's fingerprints."""
         from sqlalchemy import select
 
-        from .fingerprint import Fingerprint, verify
+        from . import evidence
         from .fingerprint.signature import signature
 
         if isinstance(suspect, str | Path):
@@ -235,10 +235,12 @@ class Registry:
         if isinstance(suspect, nn.Module):
             distances = dict(self.nearest(signature(suspect), first_cut))
         with self._session() as s:
-            if distances:
-                entries = s.scalars(select(Entry).where(Entry.id.in_(list(distances)))).all()
+            verifiable = Entry.id.in_(select(Print.entry_id))
+            if distances:  # the nearest signatures, and entries that have evidence but no signature to compare
+                near = Entry.id.in_(list(distances)) | (verifiable & Entry.signature.is_(None))
+                entries = s.scalars(select(Entry).where(near)).all()
             else:  # black-box: every entry that can be verified
-                entries = s.scalars(select(Entry).where(Entry.id.in_(select(Print.entry_id)))).all()
+                entries = s.scalars(select(Entry).where(verifiable)).all()
             prints = s.execute(select(Print.entry_id, Print.blob).where(Print.entry_id.in_([e.id for e in entries])))
             blobs: dict[int, list[bytes]] = {}
             for entry_id, blob in prints:
@@ -251,7 +253,7 @@ class Registry:
                     path = Path(tmp) / f"{e.id}-{i}.fp"
                     path.write_bytes(blob)
                     try:
-                        fp = Fingerprint.load(path)
+                        fp = evidence.load(path)
                     except FileFormatError as err:
                         raise FileFormatError(
                             f"registry entry {e.name!r}: stored fingerprint is damaged ({err})"
@@ -260,7 +262,7 @@ class Registry:
                     # many fingerprints is not accused more often by chance (each decided at alpha / k)
                     family = fp.target_fpr if alpha is None else alpha
                     try:
-                        v = verify(fp, suspect, alpha=family / k, device=device)
+                        v = evidence.verify(fp, suspect, alpha=family / k, device=device)
                     except (AccessError, ConfigError):  # e.g. a weights fingerprint of another architecture
                         continue
                     if k > 1:

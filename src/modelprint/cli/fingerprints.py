@@ -68,7 +68,7 @@ def extract_cmd(
 
 @app.command("calibrate")
 def calibrate_cmd(
-    fingerprint: Annotated[Path, typer.Argument(help="The fingerprint file.")],
+    fingerprint: Annotated[Path, typer.Argument(help="The fingerprint, or any evidence file (a watermark key, ...).")],
     null: Annotated[
         list[str],
         typer.Option("--null", "-n", help="A model unrelated to the owner (repeat), or 'auto' to build the null bank."),
@@ -80,12 +80,22 @@ def calibrate_cmd(
 ) -> None:
     """Score the fingerprint against unrelated models (or the null bank: --null auto trains, and caches, enough
     models of the owner's architecture and of others for a distribution-free decision at the FPR), fixing the
-    threshold of verification."""
+    threshold of verification. A watermark key or a diffusion watermark key is calibrated on clean models."""
+    from .. import evidence
     from ..decide import needed
-    from ..fingerprint import Fingerprint, calibrate
+    from ..fingerprint import calibrate
 
-    fp = Fingerprint.load(fingerprint)
+    fp = evidence.load(fingerprint)
     check_device(device)
+    kind = evidence.kind(fp)
+    if kind == "watermark key":
+        from .watermark import watermark_calibrate
+
+        return watermark_calibrate(fingerprint, null, fpr, cache)
+    if kind == "diffusion watermark key":
+        from .diffusion import diffusion_calibrate
+
+        return diffusion_calibrate(fingerprint, [Path(n) for n in null], fpr=fpr, device=device)
     nulls = "auto" if null == ["auto"] else null
     if "auto" in null and nulls != "auto":
         raise ConfigError("--null auto builds the whole null bank: give it alone")
@@ -106,7 +116,9 @@ def calibrate_cmd(
 
 @app.command("verify")
 def verify_cmd(
-    fingerprint: Annotated[Path, typer.Argument(help="The (calibrated) fingerprint file.")],
+    fingerprint: Annotated[
+        Path, typer.Argument(help="The (calibrated) fingerprint, or any evidence file (a watermark key, ...).")
+    ],
     suspect: Annotated[
         str | None, typer.Argument(help="The suspect: a model file or folder, or a lineage expression.")
     ] = None,
@@ -129,21 +141,20 @@ def verify_cmd(
 ) -> None:
     """Is SUSPECT (or the model at --url) derived from the fingerprint's owner? Exit code 0: related, 1: not
     related, 3: inconclusive, 2: error."""
-    from ..fingerprint import Fingerprint, verify
+    from .. import evidence
 
     if (suspect is None) == (url is None):
         raise ConfigError("give either a SUSPECT or --url (with --model-name)")
-    fp = Fingerprint.load(fingerprint)
+    ev = evidence.load(fingerprint)
+    options = {"alpha": alpha, **({"sequential": True, "delta": delta} if sequential else {})}
     if url is not None:
         from ..remote import RemoteModel
 
         with err_console.status(f"querying {url}"), RemoteModel(url, model_name, output, api_key=api_key) as remote:  # type: ignore[arg-type]
-            v = verify(fp, remote, alpha=alpha, sequential=sequential, delta=delta)
+            v = evidence.verify(ev, remote, **options)
         suspect = f"{url} ({model_name})"
     else:
-        v = verify(
-            fp, suspect, alpha=alpha, sequential=sequential, delta=delta, cache_dir=cache, device=check_device(device)
-        )
+        v = evidence.verify(ev, suspect, cache_dir=cache, device=check_device(device), **options)
     show_verdict(v, f"{suspect} vs {fingerprint}", as_json)
 
 

@@ -32,15 +32,18 @@ RegistryOpt = Annotated[
 
 @registry_app.command("add")
 def registry_add(
-    item: Annotated[str, typer.Argument(help="A fingerprint file, or a model (file, folder or lineage expression).")],
+    item: Annotated[
+        str,
+        typer.Argument(help="An evidence file (fingerprint, watermark key), or a model (file, folder, expression)."),
+    ],
     name: Annotated[str, typer.Option("--name", help="The registered model's name (repeat adds to it).")],
     meta: Annotated[list[str], typer.Option("--meta", help="key=value metadata (repeat).")] = [],  # noqa: B006
     db: RegistryOpt = "modelprint-registry.db",
     cache: CacheOpt = None,
 ) -> None:
-    """Register a model's weight signature, or one of its fingerprints, under NAME."""
+    """Register a model's weight signature, or one of its fingerprints or watermark keys, under NAME."""
+    from .. import evidence
     from ..errors import FileFormatError
-    from ..fingerprint import Fingerprint
     from ..lineage import resolve
     from ..registry import Registry
 
@@ -49,9 +52,8 @@ def registry_add(
         raise ConfigError("--meta takes key=value")
     registry = Registry(db)
     try:
-        Fingerprint.load(item)
+        what = evidence.kind(evidence.load(item))
         registry.add(name, fingerprints=[item], meta=pairs)
-        what = "fingerprint"
     except FileFormatError:
         if Path(item).is_file() and Path(item).suffix in (".fp", ".mpf"):
             raise
