@@ -102,10 +102,11 @@ def test_compare_weights_independent_models_are_not_significant(zoo, mlp_nulls):
 def test_unsupported_layer_is_named():
     from modelprint import compare_weights
 
-    net = torch.nn.Sequential(
-        torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.LayerNorm(16), torch.nn.ReLU(), torch.nn.Linear(16, 10)
-    )
-    with pytest.raises(ConfigError, match=r"layer 2 \(LayerNorm\) is not supported"):
+    net = torch.nn.Sequential(  # a layer norm over a whole feature map, not over units: not followed (yet)
+        torch.nn.Conv2d(1, 4, 3), torch.nn.LayerNorm([4, 6, 6]), torch.nn.ReLU(), torch.nn.Flatten(),
+        torch.nn.Linear(144, 10),
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=r"layer 1 \(LayerNorm over other axes than the units\) is not supported"):
         compare_weights(net, copy.deepcopy(net), input_shape=SHAPE, null_models=[net, net])
 
 

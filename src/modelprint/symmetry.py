@@ -160,7 +160,8 @@ def permutation_groups(model: nn.Module, input_shape: tuple[int, ...]) -> list[G
     def unsupported(node: fx.Node, what: str) -> ConfigError:
         return ConfigError(
             f"cannot derive the permutation symmetry of {label}: layer {node.target!s} ({what}) is not supported; "
-            "supported: Linear, Conv1d/2d/3d, BatchNorm, ReLU-like activations, pooling, flatten, dropout, add"
+            "supported: Linear, Conv1d/2d/3d, BatchNorm, LayerNorm/GroupNorm over units, ReLU/GELU-like "
+            "activations, pooling, flatten, dropout, residual add, arithmetic with constants and buffers"
         )
 
     for node in gm.graph.nodes:
