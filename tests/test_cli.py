@@ -179,3 +179,11 @@ def test_watermark_bench_prints_the_outcome_table_and_writes_the_report(zoo_cach
     assert "REMOVED" in r.output and "kept" in r.output and (tmp_path / "report.html").exists()
     bad = runner.invoke(app, [*args, "--attacks", "nosuch"])
     assert isinstance(bad.exception, ConfigError) and "unknown attack nosuch" in str(bad.exception)
+
+
+def test_help_loads_neither_torch_nor_the_library():
+    """--help and usage errors answer without importing torch (what made every command start slowly)."""
+    code = "import sys, modelprint.cli; print([m for m in ('torch', 'modelprint.fingerprint') if m in sys.modules])"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
+    assert cli("--help").returncode == 0 and "zoo" in cli("--help").stdout

@@ -90,6 +90,8 @@ def test_weights_without_their_class_are_one_clear_error(files, fingerprint):
     assert r.returncode == 2 and "shape mismatch" in r.stderr
     r = cli("zoo", "build", f"load({files['onnx']},digits)->finetune(0)", *files["cache"])
     assert r.returncode == 2 and "only answers queries" in r.stderr
+    r = cli("extract", files["onnx"], "-s", "IPGuard", "-b", "20", "-o", str(files["dir"] / "x.fp"), *files["cache"])
+    assert r.returncode == 2 and "needs the owner's gradients" in r.stderr and "Divergent" in r.stderr
 
 
 def test_zoo_show_reads_every_format(files):
@@ -130,13 +132,14 @@ def ready(url: str) -> bool:
         return False
 
 
-def test_a_torchscript_owner_takes_a_watermark(files):
-    d = files["dir"]
-    made = cli("watermark", "embed", files["ts"], "-o", str(d / "marked"), "--key", str(d / "wm.key"),
-               "--scheme", "trigger-set", *files["cache"])  # fmt: skip
-    assert made.returncode == 0 and (d / "marked.pt").is_file(), made.stderr
-    assert cli("watermark", "verify", str(d / "wm.key"), str(d / "marked.pt")).returncode == 0
-    assert cli("watermark", "verify", str(d / "wm.key"), files["ts"]).returncode == 1
+@pytest.mark.parametrize("scheme", ["trigger-set", "uchida(bits=32)"])
+def test_a_torchscript_owner_takes_a_watermark(files, scheme):
+    d, name = files["dir"], scheme.split("(")[0]
+    made = cli("watermark", "embed", files["ts"], "-o", str(d / name), "--key", str(d / f"{name}.key"),
+               "--scheme", scheme, *files["cache"])  # fmt: skip
+    assert made.returncode == 0 and (d / f"{name}.pt").is_file(), made.stderr
+    assert cli("watermark", "verify", str(d / f"{name}.key"), str(d / f"{name}.pt")).returncode == 0
+    assert cli("watermark", "verify", str(d / f"{name}.key"), files["ts"]).returncode == 1
 
 
 def test_a_tabular_owner_on_feature_vectors(tmp_path):

@@ -96,7 +96,7 @@ def test_prune_scopes(victim):
     cache, _ = victim
     glob = build(f"{VICTIM}->prune(0.7)", cache_dir=cache)
     layer = build(f"{VICTIM}->prune(0.7,scope=layer)", cache_dir=cache)
-    from modelprint.lineage.ops import weight_layers
+    from modelprint.nets import weight_layers
 
     def zeros(m):
         return [float((w.weight == 0).float().mean()) for w in weight_layers(m)]

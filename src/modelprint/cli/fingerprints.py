@@ -194,12 +194,15 @@ def schemes_cmd() -> None:
     from ..fingerprint import DISTANCES, NAMED, REPRESENTATIONS, SAMPLERS, make_scheme
 
     named = Table(title="named schemes")
-    for col in ("scheme", "components", "access at verification", "sequential", "what", "deviation from the paper"):
+    columns = ("scheme", "components", "owner at extraction", "access at verification", "sequential", "what",
+               "deviation from the paper")  # fmt: skip
+    for col in columns:
         named.add_column(col)
     for name, (_, what, deviation) in NAMED.items():
         s = make_scheme(name)
         access = "hard labels" if s.needs == "labels" else s.needs
-        named.add_row(name, s.components, access, "yes" if s.sequential else "", what, deviation)
+        owner = "torch module (gradients)" if s.sampler.gradients else "any (its answers)"
+        named.add_row(name, s.components, owner, access, "yes" if s.sequential else "", what, deviation)
     console.print(named)
     for title, reg in (("query samplers", SAMPLERS), ("representations", REPRESENTATIONS), ("distances", DISTANCES)):
         console.print(registry_table(title, reg))

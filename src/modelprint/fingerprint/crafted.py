@@ -43,7 +43,7 @@ class Adversarial(Sampler):
     """ModelDiff's pairs: budget/2 seeds, each followed by its untargeted PGD adversarial example on the owner
     (L-infinity radius ``eps`` of the input range)."""
 
-    layout = "pairs"
+    layout, gradients = "pairs", True
 
     def __init__(self, eps: float = 0.03, steps: int = 10):
         self.eps, self.steps = eps, steps
@@ -75,6 +75,8 @@ class Adversarial(Sampler):
 class Boundary(Sampler):
     """IPGuard's points near the owner's decision boundary: from each seed (owner's class i, random target j != i),
     Adam on ReLU(Z_i - Z_j + k) + ReLU(max_{t != i, j} Z_t - Z_i) until j wins by margin k with i runner-up."""
+
+    gradients = True
 
     def __init__(self, k: float = 10.0, lr: float = 0.01, steps: int = 1000):
         self.k, self.lr, self.steps = k, lr, steps

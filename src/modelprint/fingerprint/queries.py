@@ -59,7 +59,14 @@ class Context:
 
     def owner_module(self, who: Sampler) -> nn.Module:
         if not isinstance(self.owner, WhiteBox):
-            raise AccessError(f"sampler {who.spec()} needs the owner's gradients: pass the owner as a torch module")
+            from .schemes import NAMED, make_scheme
+
+            answers = [n for n in NAMED if not make_scheme(n).sampler.gradients]
+            raise AccessError(
+                f"sampler {who.spec()} needs the owner's gradients, which an ONNX file or an API does not give: "
+                "pass the owner as a torch module (TorchScript, or weights with --arch), or take a scheme whose "
+                f"queries need only the owner's answers: {', '.join(answers)}"
+            )
         return self.owner.module
 
     def pick(self, k: int, what: str = "pool inputs") -> torch.Tensor:
@@ -79,6 +86,7 @@ class Sampler(Params):
     """Chooses the inputs of a fingerprint."""
 
     layout: ClassVar[Layout] = "flat"
+    gradients: ClassVar[bool] = False  # crafts its queries with the owner's gradients (needs a torch module)
 
     def sample(self, ctx: Context) -> Queries:
         raise NotImplementedError

@@ -15,7 +15,7 @@ from .. import data, symmetry
 from ..base import Params, Registry
 from ..digest import path_digest
 from ..errors import ConfigError
-from ..nets import clone, make_net
+from ..nets import clone, layer_kind, make_net, weight_layers
 from .train import fit, predict
 
 OPS: Registry[Op] = Registry("lineage operation")
@@ -69,23 +69,12 @@ def _unscripted(model: nn.Module, what: str) -> nn.Module:
     return model
 
 
-def _kind(m: nn.Module) -> str:
-    """The layer's class name; a TorchScript submodule keeps it as ``original_name``."""
-    scripted = isinstance(m, torch.jit.ScriptModule)
-    return getattr(m, "original_name", type(m).__name__) if scripted else type(m).__name__
-
-
 def head(module: nn.Module) -> tuple[str, nn.Linear]:
     """The classifier head: the last ``nn.Linear`` in module order."""
-    linears = [(n, m) for n, m in module.named_modules() if _kind(m) == "Linear"]
+    linears = [(n, m) for n, m in module.named_modules() if layer_kind(m) == "Linear"]
     if not linears:
         raise ConfigError(f"{type(module).__name__} has no nn.Linear classifier head")
     return linears[-1]
-
-
-def weight_layers(module: nn.Module) -> list[nn.Module]:
-    """The linear and convolutional layers (of a TorchScript module too), whose weights compression acts on."""
-    return [m for m in module.modules() if _kind(m) in ("Linear", "Conv1d", "Conv2d", "Conv3d")]
 
 
 def _check_fraction(name: str, value: float, low: float = 0.0, high: float = 1.0) -> None:

@@ -51,6 +51,17 @@ def clone(module: nn.Module) -> nn.Module:
     return copy.deepcopy(module)
 
 
+def layer_kind(m: nn.Module) -> str:
+    """The layer's class name; a TorchScript submodule keeps it as ``original_name``."""
+    scripted = isinstance(m, torch.jit.ScriptModule)
+    return getattr(m, "original_name", type(m).__name__) if scripted else type(m).__name__
+
+
+def weight_layers(module: nn.Module) -> list[nn.Module]:
+    """The linear and convolutional layers (of a TorchScript module too), whose weights compression acts on."""
+    return [m for m in module.modules() if layer_kind(m) in ("Linear", "Conv1d", "Conv2d", "Conv3d")]
+
+
 def names(pattern: str = "*") -> list[str]:
     return NETS.names(pattern)
 

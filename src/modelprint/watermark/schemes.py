@@ -4,6 +4,7 @@ key is trained in, and how a suspect's answer to the key is read. Each is a smal
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -14,6 +15,7 @@ from torch import nn
 from ..access import Model, View, WhiteBox
 from ..base import Params, Registry
 from ..errors import AccessError, ConfigError
+from ..nets import weight_layers
 
 WATERMARKS: Registry[Watermark] = Registry("watermark")
 
@@ -286,8 +288,8 @@ class FrontierStitching(Watermark):
 
 
 def _marked_weight(module: nn.Module, layer: str) -> torch.Tensor:
-    try:
-        sub = module.get_submodule(layer)
+    try:  # attribute by attribute: TorchScript modules have no get_submodule
+        sub = functools.reduce(getattr, layer.split("."), module)
     except AttributeError:
         raise AccessError(f"the suspect has no layer {layer!r} to read the watermark from") from None
     w = getattr(sub, "weight", None)
@@ -314,7 +316,7 @@ class Uchida(Watermark):
         if self.layer:
             _marked_weight(model, self.layer)
             return self
-        layers = [m for m in model.modules() if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d)]
+        layers = weight_layers(model)  # of a TorchScript module too
         names = {id(m): n for n, m in model.named_modules()}
         for m in layers[:-1]:  # never the classifier head
             if m.weight[0].numel() >= 2 * self.bits:
