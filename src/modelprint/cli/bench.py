@@ -169,8 +169,6 @@ def bench_report(
     console.print(f"wrote {path}")
 
 
-# --- watermarks -------------------------------------------------------------------------------------------
-
 # FPR 0.1: the null bank then needs 22 models per architecture (66 in all), which keeps the demo within 10 minutes
 # on 2 cores; at 0.05 it needs 135, at 0.01 690 (see decide.needed)
 DEMO_BENCH, DEMO_BUDGETS, DEMO_FPR = "digits-sac", (20, 100), 0.1
@@ -271,6 +269,3 @@ def demo(
     console.print(
         f"wrote {out / 'zoo.csv'}, {out / 'verdicts.csv'}, {', '.join(f'{s}.fp' for s in DEMO_SCHEMES)} and {path}"
     )
-
-
-# --- fingerprints ------------------------------------------------------------------------------------------

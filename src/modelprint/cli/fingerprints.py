@@ -207,6 +207,3 @@ def schemes_cmd() -> None:
     for title, reg in (("query samplers", SAMPLERS), ("representations", REPRESENTATIONS), ("distances", DISTANCES)):
         console.print(registry_table(title, reg))
     console.print("Combine any compatible parts: modelprint extract MODEL --scheme 'adversarial(eps=0.05)+ddv+cosine'")
-
-
-# --- benchmarks ------------------------------------------------------------------------------------------

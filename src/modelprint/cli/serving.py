@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import ConfigError
+from ..errors import AccessError, ConfigError
 from .common import (
     CacheOpt,
     DeviceOpt,
@@ -59,8 +59,10 @@ def serve_cmd(
     keys = load_api_keys(api_keys) if api_keys else None
     loaded = resolve(model, cache_dir=cache, device=device, **({"input_shape": shape} if shape else {}))
     served = loaded if isinstance(loaded, Model) else WhiteBox(loaded, input_shape=shape, device=device)
-    if served._input_shape is None:
-        raise ConfigError(f"{model}: the file does not record its input shape; give --input-shape")
+    try:
+        _ = served.input_shape  # unknown for a file that does not record it
+    except AccessError:
+        raise ConfigError(f"{model}: the file does not record its input shape; give --input-shape") from None
     if adaptive:
         from .. import data
         from ..adaptive import Adaptive
