@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,49 @@ from safetensors.torch import save_file
 
 from .digest import tensors_digest
 from .errors import FileFormatError
+
+# What every calibrated kind of evidence records about its null, in its header (the scores are a tensor).
+CALIBRATION_FIELDS = {"created": str, "target_fpr": float, "null_models": list, "modelprint_version": str}
+CALIBRATION_OPTIONAL = {"null_strata": (list, [])}
+
+
+class Calibrated:
+    """The calibration a kind of evidence carries (a dataclass with ``created``, ``null_scores``,
+    ``null_models``, ``target_fpr`` and ``null_strata`` fields), written and read the same way by every kind."""
+
+    def calibrated(self, scores, models, target_fpr: float, strata=()):
+        """This evidence with the scores of independent models (and their names and architectures)."""
+        import numpy as np
+
+        return replace(
+            self,  # type: ignore[type-var]
+            null_scores=np.asarray(scores, np.float64),
+            null_models=tuple(models),
+            target_fpr=float(target_fpr),
+            null_strata=tuple(strata) or ("",) * len(scores),
+        )
+
+    def calibration_header(self) -> dict[str, Any]:
+        from . import __version__
+
+        return {
+            "created": self.created, "target_fpr": self.target_fpr, "null_models": list(self.null_models),
+            "null_strata": list(self.null_strata), "modelprint_version": __version__,
+        }  # fmt: skip
+
+    def calibration_tensors(self) -> dict[str, torch.Tensor]:
+        scores = self.null_scores
+        return {} if scores is None else {"null_scores": torch.as_tensor(scores, dtype=torch.float64)}
+
+    @staticmethod
+    def calibration_fields(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """The dataclass fields of a calibration read back from a checked header and its tensors."""
+        nulls = tensors.get("null_scores")
+        return {
+            "created": header["created"], "null_scores": None if nulls is None else nulls.numpy(),
+            "null_models": tuple(header["null_models"]), "target_fpr": float(header["target_fpr"]),
+            "null_strata": tuple(str(s) for s in header["null_strata"]),
+        }  # fmt: skip
 
 
 def canonical(header: dict[str, Any]) -> str:

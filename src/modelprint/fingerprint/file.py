@@ -5,7 +5,7 @@ Loading validates everything and names the file and the problem in one line."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .. import __version__, container
+from .. import container
 from ..decide import Null, Scale, describe_null
 from ..errors import ConfigError, FileFormatError
 from .schemes import Scheme, make_scheme
@@ -36,16 +36,13 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
     "input_shape": list,
     "unit": int,
     "owner_sha256": (str, type(None)),
-    "created": str,
-    "target_fpr": float,
-    "null_models": list,
-    "modelprint_version": str,
+    **container.CALIBRATION_FIELDS,
 }
-_OPTIONAL = {"null_strata": (list, []), "owner_arch": ((str, type(None)), None)}
+_OPTIONAL = {**container.CALIBRATION_OPTIONAL, "owner_arch": ((str, type(None)), None)}
 
 
 @dataclass(frozen=True, eq=False)  # identity equality: comparing tensors field by field has no single answer
-class Fingerprint:
+class Fingerprint(container.Calibrated):
     """What an owner keeps to verify suspects later: the scheme, its queries (``budget`` inputs, read in units of
     ``unit``), the owner's responses, and, once calibrated, the scores of known-unrelated models."""
 
@@ -100,15 +97,6 @@ class Fingerprint:
         suspect = self.scheme.represent(suspect_outputs, self.aux, self.num_classes)
         return self.scheme.compare(self.owner_representation, suspect)
 
-    def calibrated(self, scores, models: tuple[str, ...], target_fpr: float, strata=()) -> Fingerprint:
-        return replace(
-            self,
-            null_scores=np.asarray(scores, np.float64),
-            null_models=tuple(models),
-            target_fpr=float(target_fpr),
-            null_strata=tuple(strata) or ("",) * len(scores),
-        )
-
     def header(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
@@ -122,18 +110,13 @@ class Fingerprint:
             "input_shape": list(self.input_shape),
             "unit": self.unit,
             "owner_sha256": self.owner_sha256,
-            "created": self.created,
-            "target_fpr": self.target_fpr,
-            "null_models": list(self.null_models),
-            "null_strata": list(self.null_strata),
             "owner_arch": self.owner_arch,
-            "modelprint_version": __version__,
+            **self.calibration_header(),
         }
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {"queries": self.queries, "responses": self.responses, **{f"aux.{k}": v for k, v in self.aux.items()}}
-        if self.null_scores is not None:
-            out["null_scores"] = torch.from_numpy(np.asarray(self.null_scores, np.float64))
+        out |= self.calibration_tensors()
         return {k: v.detach().cpu().contiguous() for k, v in out.items()}
 
     def save(self, path: str | Path) -> Path:
@@ -181,8 +164,8 @@ def _from_parts(path: Path, header: dict[str, Any], tensors: dict[str, torch.Ten
         raise bad(f"responses of shape {tuple(r.shape)} and dtype {r.dtype} do not match scheme {scheme.label}")
     if header["unit"] < 1 or budget % header["unit"]:
         raise bad(f"query unit {header['unit']} does not divide the budget {budget}")
-    nulls = tensors.get("null_scores")
-    strata = tuple(str(s) for s in header["null_strata"])
+    calibration = Fingerprint.calibration_fields(header, tensors)
+    nulls, strata = calibration["null_scores"], calibration["null_strata"]
     if nulls is not None and strata and len(strata) != len(nulls):
         raise bad(f"{len(strata)} null strata for {len(nulls)} null scores")
     return Fingerprint(
@@ -196,10 +179,6 @@ def _from_parts(path: Path, header: dict[str, Any], tensors: dict[str, torch.Ten
         unit=header["unit"],
         aux={k[4:]: v for k, v in tensors.items() if k.startswith("aux.")},
         owner_sha256=header["owner_sha256"],
-        created=header["created"],
-        null_scores=None if nulls is None else nulls.numpy(),
-        null_models=tuple(header["null_models"]),
-        target_fpr=float(header["target_fpr"]),
-        null_strata=strata,
         owner_arch=header["owner_arch"],
+        **calibration,
     )

@@ -4,7 +4,7 @@ checkpoint to later comparisons."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import container
 from ..access import architecture
 from ..decide import Null, Scale
 from ..errors import ConfigError
@@ -147,15 +148,12 @@ _WEIGHTS_FIELDS = {
     "format_version": int,
     "arch": dict,
     "owner_sha256": str,
-    "created": str,
-    "target_fpr": float,
-    "null_models": list,
-    "modelprint_version": str,
+    **container.CALIBRATION_FIELDS,
 }
 
 
 @dataclass(frozen=True, eq=False)
-class WeightsFingerprint:
+class WeightsFingerprint(container.Calibrated):
     """What an owner keeps to test checkpoints later: their model's weights and architecture, its invariant
     signature, and once calibrated the matching agreement of independent models of the same architecture.
     ``verify`` needs the suspect's weights (a white-box suspect)."""
@@ -215,20 +213,11 @@ class WeightsFingerprint:
     def similarity(self, suspect: nn.Module) -> float:
         return matching_agreement(self.owner, suspect, self.input_shape)[0]
 
-    def calibrated(self, scores, models: tuple[str, ...], target_fpr: float, strata=()) -> WeightsFingerprint:
-        return replace(
-            self,
-            null_scores=np.asarray(scores, np.float64),
-            null_models=tuple(models),
-            target_fpr=float(target_fpr),
-            null_strata=tuple(strata) or ("",) * len(scores),
-        )
-
     def describe(self) -> str:
         return f"weights of a {self.arch.get('arch', '?')} ({len(self.weights)} tensors), needs the suspect's weights"
 
     def save(self, path: str | Path) -> Path:
-        from .. import __version__, container
+        from .. import container
         from .file import WEIGHTS_FORMAT
 
         header = {
@@ -236,16 +225,11 @@ class WeightsFingerprint:
             "format_version": WEIGHTS_VERSION,
             "arch": self.arch,
             "owner_sha256": self.owner_sha256,
-            "created": self.created,
-            "target_fpr": self.target_fpr,
-            "null_models": list(self.null_models),
-            "null_strata": list(self.null_strata),
-            "modelprint_version": __version__,
+            **self.calibration_header(),
         }
         tensors = {f"w.{k}": v for k, v in self.weights.items()}
         tensors["signature"] = torch.from_numpy(np.asarray(self.signature, np.float32))
-        if self.null_scores is not None:
-            tensors["null_scores"] = torch.from_numpy(np.asarray(self.null_scores, np.float64))
+        tensors |= self.calibration_tensors()
         return container.write(path, header, tensors)
 
     @classmethod
@@ -262,7 +246,7 @@ class WeightsFingerprint:
             WEIGHTS_VERSION,
             _WEIGHTS_FIELDS,
             "weights fingerprint",
-            {"null_strata": (list, [])},
+            container.CALIBRATION_OPTIONAL,
         )
         weights = {k[2:]: v for k, v in tensors.items() if k.startswith("w.")}
         fp = cls(
@@ -270,11 +254,7 @@ class WeightsFingerprint:
             weights,
             tensors.get("signature", torch.zeros(0)).numpy(),
             header["owner_sha256"],
-            header["created"],
-            None if "null_scores" not in tensors else tensors["null_scores"].numpy(),
-            tuple(header["null_models"]),
-            float(header["target_fpr"]),
-            tuple(str(s) for s in header["null_strata"]),
+            **cls.calibration_fields(header, tensors),
         )
         try:
             fp.owner  # noqa: B018 (rebuilding validates the architecture against the stored weights)

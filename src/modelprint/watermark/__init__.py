@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import __version__, container
+from .. import container
 from .. import data as datasets
 from ..access import Model, WhiteBox, architecture, as_model
 from ..decide import Null, check_alpha, decide, decide_binomial, describe_null, rate_null
@@ -36,12 +36,9 @@ _FIELDS = {
     "key_seed": int,
     "num_classes": int,
     "owner_sha256": (str, type(None)),
-    "created": str,
-    "target_fpr": float,
-    "null_models": list,
-    "modelprint_version": str,
+    **container.CALIBRATION_FIELDS,
 }
-_OPTIONAL = {"null_strata": (list, []), "owner_arch": ((str, type(None)), None)}
+_OPTIONAL = {**container.CALIBRATION_OPTIONAL, "owner_arch": ((str, type(None)), None)}
 
 
 def make_watermark(spec: str | Watermark) -> Watermark:
@@ -52,7 +49,7 @@ def make_watermark(spec: str | Watermark) -> Watermark:
 
 
 @dataclass(frozen=True, eq=False)
-class Key:
+class Key(container.Calibrated):
     """The owner's secret: the key inputs, the labels the watermarked model gives them, and the null."""
 
     scheme: Watermark
@@ -100,16 +97,10 @@ class Key:
             "key_seed": self.key_seed,
             "num_classes": self.num_classes,
             "owner_sha256": self.owner_sha256,
-            "created": self.created,
-            "target_fpr": self.target_fpr,
-            "null_models": list(self.null_models),
-            "null_strata": list(self.null_strata),
             "owner_arch": self.owner_arch,
-            "modelprint_version": __version__,
+            **self.calibration_header(),
         }
-        tensors = {"inputs": self.inputs, "labels": self.labels}
-        if self.null_scores is not None:
-            tensors["null_scores"] = torch.from_numpy(np.asarray(self.null_scores, np.float64))
+        tensors = {"inputs": self.inputs, "labels": self.labels, **self.calibration_tensors()}
         return container.write(path, header, tensors)
 
     @classmethod
@@ -123,7 +114,6 @@ class Key:
             scheme = make_watermark(header["scheme"])
         except ConfigError as e:
             raise FileFormatError(f"{path}: unknown watermark scheme in header ({e})") from None
-        nulls = tensors.get("null_scores")
         return cls(
             scheme,
             x,
@@ -132,12 +122,8 @@ class Key:
             header["dataset"],
             header["key_seed"],
             header["owner_sha256"],
-            header["created"],
-            None if nulls is None else nulls.numpy(),
-            tuple(header["null_models"]),
-            float(header["target_fpr"]),
-            tuple(str(s) for s in header["null_strata"]),
-            header["owner_arch"],
+            owner_arch=header["owner_arch"],
+            **cls.calibration_fields(header, tensors),
         )
 
 
@@ -238,9 +224,7 @@ def calibrate(
     if len(scores) < 2:
         raise ConfigError("calibrating a watermark key needs at least 2 clean models")
     strata = tuple(architecture(s) or "" for s in suspects)
-    return replace(
-        key, null_scores=np.array(scores), null_models=names, target_fpr=float(target_fpr), null_strata=strata
-    )
+    return key.calibrated(scores, names, target_fpr, strata)
 
 
 def verify(key: Key, suspect, *, alpha: float | None = None, cache_dir=None, device: str = "cpu") -> Verdict:
