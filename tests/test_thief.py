@@ -9,7 +9,7 @@ import torch
 from modelprint import data
 from modelprint.errors import ConfigError
 from modelprint.lineage import build, parse, step
-from modelprint.lineage.thief import QUERIES
+from modelprint.lineage.queries import QUERIES
 from modelprint.lineage.train import accuracy
 
 VICTIM = "train(mlp,mnist1d,0)"
