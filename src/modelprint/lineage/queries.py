@@ -123,5 +123,3 @@ class Natural(QuerySource):
 
     def __call__(self, x, gen):
         return self.images[torch.randint(0, len(self.images), (len(x),), generator=gen)].to(x.device)
-
-

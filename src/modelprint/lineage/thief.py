@@ -2,9 +2,9 @@
 
 A recipe is the parameters of one operation: which inputs the thief sends (``queries``, from ``lineage.queries``),
 how it trains (optimiser, epochs, temperature), the student's architecture, and whether it also has true labels
-for its own split. Data-free extraction (DFME) and Jacobian-based augmentation (Papernot et al.) build their queries with the student in the
-loop, so they are operations of their own. Every thief sees the victim through its answers only (hard labels, or
-probabilities for the soft recipes), never its weights or gradients.
+for its own split. Data-free extraction (DFME) and Jacobian-based augmentation (Papernot et al.) build their
+queries with the student in the loop, so they are operations of their own. Every thief sees the victim through its
+answers only (hard labels, or probabilities for the soft recipes), never its weights or gradients.
 """
 
 from __future__ import annotations
