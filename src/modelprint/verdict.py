@@ -7,7 +7,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-OUTCOMES = ("related", "not related", "inconclusive")
+OUTCOMES = ("related", "not related", "inconclusive", "identical", "modified")  # the last two: integrity checks
+AFFIRMED = ("related", "identical")  # the outcomes with related=True
 
 
 @dataclass(frozen=True)
@@ -26,17 +27,18 @@ class Verdict:
     scheme: str
     method: str  # how the p-value was obtained: conformal, parametric (which tail), exact binomial, ...
     evidence: dict[str, Any] = field(default_factory=dict)  # what is needed to re-check the decision
-    outcome: str = ""  # related | not related | inconclusive ("" from older code: read from ``related``)
+    outcome: str = ""  # related | not related | inconclusive | identical | modified ("": read from ``related``)
     warnings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.outcome:
             object.__setattr__(self, "outcome", "related" if self.related else "not related")
-        if self.outcome not in OUTCOMES or (self.outcome == "related") != self.related:
+        if self.outcome not in OUTCOMES or (self.outcome in AFFIRMED) != self.related:
             raise ValueError(f"verdict outcome {self.outcome!r} contradicts related={self.related}")
 
     def summary(self) -> str:
-        word = {"related": "RELATED", "not related": "not related", "inconclusive": "INCONCLUSIVE"}[self.outcome]
+        word = {"related": "RELATED", "not related": "not related", "inconclusive": "INCONCLUSIVE",
+                "identical": "IDENTICAL", "modified": "MODIFIED"}[self.outcome]  # fmt: skip
         against = f"threshold {self.threshold:.4f}" if math.isfinite(self.threshold) else "no reachable threshold"
         text = (
             f"{word}: score {self.score:.4f} vs {against}, p = {format_p(self.p_value)} "
@@ -52,6 +54,8 @@ class Verdict:
 
 
 def format_p(p: float) -> str:
+    if math.isnan(p):
+        return "none"  # a deterministic check (integrity) has no p-value
     return f"{p:.3g}" if p >= 1e-3 or p == 0 else f"{p:.2e}"
 
 

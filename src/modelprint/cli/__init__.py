@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -11,12 +12,13 @@ from . import fingerprints, serving  # noqa: F401  (their commands register on a
 from .bench import BLACK_BOX_SCHEMES, bench_app, summary_table
 from .common import app, err_console
 from .diffusion import diffusion_app
+from .integrity import integrity_app
 from .registry import registry_app
 from .watermark import watermark_app
 from .zoo import data_app, zoo_app
 
 for sub, name in ((zoo_app, "zoo"), (data_app, "data"), (bench_app, "bench"), (diffusion_app, "diffusion"),
-                  (registry_app, "registry"), (watermark_app, "watermark")):  # fmt: skip
+                  (registry_app, "registry"), (watermark_app, "watermark"), (integrity_app, "integrity")):  # fmt: skip
     app.add_typer(sub, name=name)
 
 __all__ = ["BLACK_BOX_SCHEMES", "app", "main", "summary_table"]
@@ -34,13 +36,20 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("interrupted (a benchmark run resumes where it stopped when run again)")
         sys.exit(130)
-    except Exception as e:  # click usage errors
+    except Exception as e:
         import click
 
-        if isinstance(e, click.ClickException):
+        if isinstance(e, click.ClickException):  # usage errors
             e.show()
             sys.exit(e.exit_code)
-        raise
+        if os.environ.get("MODELPRINT_DEBUG"):
+            raise
+        # a bug, not a verdict: exit 2 like any error (1 would read as "not related")
+        err_console.print(
+            f"[bold red]internal error:[/] {type(e).__name__}: {e} (please report it; MODELPRINT_DEBUG=1 shows where)",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
+        sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
 
 

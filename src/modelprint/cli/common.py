@@ -128,7 +128,7 @@ def _plain(x) -> str:
     return str(x)
 
 
-EXIT_CODES = {"related": 0, "not related": 1, "inconclusive": 3}  # 2 is an error
+EXIT_CODES = {"related": 0, "not related": 1, "inconclusive": 3, "identical": 0, "modified": 1}  # 2 is an error
 
 
 def show_verdict(v, title: str, as_json: bool) -> None:
@@ -156,7 +156,7 @@ def verdict_panel(v, title: str):
     strata = evidence.pop("strata", None)
     rows = [
         ("score", f"{v.score:.4f}"),
-        ("threshold", f"{reach} (FPR {v.alpha:g})"),
+        ("threshold", f"{reach} (FPR {v.alpha:g})" if math.isfinite(v.p_value) else "every sample as sealed"),
         ("p-value", f"{format_p(v.p_value)} ({v.method})"),
         ("queries", str(v.queries)),
         ("scheme", v.scheme),
@@ -171,6 +171,8 @@ def verdict_panel(v, title: str):
         "related": "[bold green]RELATED[/]",
         "not related": "[bold]not related[/]",
         "inconclusive": "[bold yellow]INCONCLUSIVE[/]",
+        "identical": "[bold green]IDENTICAL[/]",
+        "modified": "[bold red]MODIFIED[/]",
     }[v.outcome]
     return Panel(table, title=head, subtitle=title, expand=False)
 

@@ -96,6 +96,8 @@ def calibrate_cmd(
         from .diffusion import diffusion_calibrate
 
         return diffusion_calibrate(fingerprint, [Path(n) for n in null], fpr=fpr, device=device)
+    if kind not in ("fingerprint", "weights fingerprint"):
+        evidence.calibrate(fp, null, fpr)  # a kind without calibration says so
     nulls = "auto" if null == ["auto"] else null
     if "auto" in null and nulls != "auto":
         raise ConfigError("--null auto builds the whole null bank: give it alone")
@@ -146,7 +148,10 @@ def verify_cmd(
     if (suspect is None) == (url is None):
         raise ConfigError("give either a SUSPECT or --url (with --model-name)")
     ev = evidence.load(fingerprint)
-    options = {"alpha": alpha, **({"sequential": True, "delta": delta} if sequential else {})}
+    options = {
+        **({"alpha": alpha} if alpha is not None else {}),
+        **({"sequential": True, "delta": delta} if sequential else {}),
+    }
     if url is not None:
         from ..remote import RemoteModel
 

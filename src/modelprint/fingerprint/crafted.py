@@ -178,3 +178,74 @@ class Conferrable(Sampler):
         passed = (ctx.owner.labels(x) != y0.cpu()) & (conf >= self.tau)
         rank = conf + passed.float() * 2.0  # the examples that pass the paper's filter come first
         return Queries(x[rank.argsort(descending=True)[: ctx.budget]])
+
+
+def sensitivity(module: nn.Module, x: torch.Tensor, top: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SSF's objective per input: ``||d p_top / d (W, b)||^2`` of the last linear layer, in closed form
+    ``p_t^2 ||e_t - p||^2 (||h||^2 + 1)`` (h: the layer's input), and h itself (for activation coverage)."""
+    from ..lineage.ops import head
+
+    _, last = head(module)
+    seen: list[torch.Tensor] = []
+    hook = last.register_forward_pre_hook(lambda _m, inp: seen.append(inp[0]))
+    try:
+        p = module(x).softmax(1)
+    finally:
+        hook.remove()
+    h = seen[-1].flatten(1)
+    pt = p.gather(1, top[:, None]).squeeze(1)
+    away = (F.one_hot(top, p.shape[1]).to(p.dtype) - p).pow(2).sum(1)
+    return pt.pow(2) * away * (h.pow(2).sum(1) + 1), h
+
+
+def sensitive_samples(
+    module: nn.Module, seeds: torch.Tensor, budget: int, eps: float, steps: int, low: float, high: float
+) -> torch.Tensor:
+    """SSF (He et al., CVPR 2019): from natural ``seeds``, signed-gradient ascent on ``sensitivity`` within an
+    L-infinity ball of radius ``eps`` (and the input range), so the inputs stay natural-looking; then a greedy
+    choice of ``budget`` of them that covers the most penultimate units not yet active (SSF's maximum
+    active-neuron cover), the most sensitive first."""
+    device = next(module.parameters()).device
+    x0 = seeds.to(device)
+    with torch.no_grad():
+        top = module(x0).argmax(1)
+    delta, step = torch.zeros_like(x0), 2.5 * eps / max(steps, 1)
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        (g,) = torch.autograd.grad(sensitivity(module, x0 + delta, top)[0].log1p().sum(), delta)
+        delta = (delta.detach() + step * g.sign()).clamp(-eps, eps)
+        delta = (x0 + delta).clamp(low, high) - x0
+    x = (x0 + delta).detach()
+    with torch.no_grad():
+        score, h = sensitivity(module, x, top)
+    active = h > h.mean(0)  # a unit is active on an input when above its mean over the candidates
+    covered = torch.zeros(h.shape[1], dtype=torch.bool, device=device)
+    chosen: list[int] = []
+    for _ in range(min(budget, len(x))):
+        gain = (active & ~covered).sum(1).float()
+        gain[chosen] = -1.0
+        best = torch.nonzero(gain == gain.max()).flatten()
+        pick = int(best[score[best].argmax()])
+        chosen.append(pick)
+        covered |= active[pick]
+        if covered.all():
+            covered[:] = False  # every unit covered: start a new round of coverage
+    return x[chosen].cpu()
+
+
+@SAMPLERS.register("sensitive")
+class Sensitive(Sampler):
+    """SSF's sensitive samples (He et al., CVPR 2019): natural inputs nudged (L-infinity radius ``eps`` of the
+    input range) to maximise how much the owner's top probability moves with its last layer's weights, chosen
+    for activation coverage from ``pool`` times the budget. For integrity (an exact match), not derivation."""
+
+    gradients = True
+
+    def __init__(self, eps: float = 0.05, steps: int = 20, pool: int = 4):
+        self.eps, self.steps, self.pool = eps, steps, pool
+
+    def sample(self, ctx: Context) -> Queries:
+        module = ctx.owner_module(self).eval()
+        seeds = ctx.x[ctx.pick(min(len(ctx.x), self.pool * ctx.budget))]
+        x = sensitive_samples(module, seeds, ctx.budget, self.eps * ctx.span, self.steps, ctx.low, ctx.high)
+        return Queries(x)
