@@ -10,7 +10,6 @@ a kind does not take (``sequential`` for a watermark key, ``trials`` for a finge
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,32 +62,32 @@ def kind(evidence) -> str:
     return kinds[name]
 
 
+# each kind's own calibrate and verify, imported only when a kind is used (diffusion pulls in diffusers)
+CALIBRATE = {"fingerprint": "fingerprint:calibrate", "weights fingerprint": "fingerprint:calibrate",
+             "watermark key": "watermark:calibrate", "diffusion watermark key": "diffusion.aiao:calibrate"}  # fmt: skip
+VERIFY = {"fingerprint": "fingerprint:verify", "weights fingerprint": "fingerprint:verify",
+          "watermark key": "watermark:verify", "diffusion watermark key": "diffusion.aiao:verify",
+          "integrity seal": "integrity:check"}  # fmt: skip
+
+
 def calibrate(evidence, null_models, target_fpr: float | None = None, **options):
     """``evidence`` scored against independent (clean) models, which fixes its threshold; returns the evidence."""
-    from .diffusion import aiao
-    from .fingerprint import calibrate as calibrate_fingerprint
-    from .watermark import calibrate as calibrate_key
-
     if kind(evidence) == "integrity seal":
         raise ConfigError("an integrity seal needs no calibration: its check is exact, within its tolerance")
-    fn = {"watermark key": calibrate_key, "diffusion watermark key": aiao.calibrate}.get(kind(evidence))
     fpr = {} if target_fpr is None else {"target_fpr": target_fpr}
-    return _call(fn or calibrate_fingerprint, evidence, null_models, {**fpr, **options})
+    return _call(CALIBRATE[kind(evidence)], evidence, null_models, {**fpr, **options})
 
 
 def verify(evidence, suspect, **options) -> Verdict:
     """Is ``suspect`` related to (derived from, or marked by) the owner of ``evidence``?"""
-    from . import integrity
-    from .diffusion import aiao
-    from .fingerprint import verify as verify_fingerprint
-    from .watermark import verify as verify_key
-
-    fn = {"watermark key": verify_key, "diffusion watermark key": aiao.verify, "integrity seal": integrity.check}
-    fn = fn.get(kind(evidence))
-    return _call(fn or verify_fingerprint, evidence, suspect, options)
+    return _call(VERIFY[kind(evidence)], evidence, suspect, options)
 
 
-def _call(fn: Callable, evidence, arg, options: dict[str, Any]):
+def _call(target: str, evidence, arg, options: dict[str, Any]):
+    import importlib
+
+    module, _, name = target.partition(":")
+    fn = getattr(importlib.import_module(f".{module}", __package__), name)
     takes = inspect.signature(fn).parameters
     refused = sorted(k for k in options if k not in takes and k not in INFRASTRUCTURE)
     if refused:
