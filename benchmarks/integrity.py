@@ -25,8 +25,7 @@ from modelprint import data, integrity
 from modelprint.access import WhiteBox
 from modelprint.io import load_model, save_model
 from modelprint.lineage import build
-from modelprint.lineage.ops import head
-from modelprint.nets import weight_layers
+from modelprint.nets import head, weight_layers
 
 OWNER, BUDGETS = "train(cnn,digits,0)", (1, 5, 10)
 

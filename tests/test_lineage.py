@@ -9,9 +9,8 @@ from torch import nn
 from modelprint import data, make_net, symmetry
 from modelprint.errors import ConfigError
 from modelprint.lineage import build_node, normalize, parse
-from modelprint.lineage.ops import head
 from modelprint.lineage.train import predict
-from modelprint.nets import weight_layers
+from modelprint.nets import head, weight_layers
 
 from .conftest import SOURCE
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from . import container
-from .access import Model, WhiteBox, as_model
+from .access import WhiteBox
 from .errors import ConfigError, FileFormatError
 from .verdict import Verdict
 
@@ -109,8 +109,10 @@ def seal(
 def check(seal: Seal, suspect, *, tolerance: float | None = None, cache_dir=None, device: str = "cpu") -> Verdict:
     """Is ``suspect`` (a module, a ``Model``, a labels callable, a model file or an expression) exactly the sealed
     model? Outcome "identical" or "modified"; the evidence names the samples it answered otherwise."""
+    from .lineage import resolve_model
+
     tol = seal.tolerance if tolerance is None else tolerance
-    model = _suspect(seal, suspect, cache_dir, device)
+    model = resolve_model(suspect, tuple(seal.inputs.shape[1:]), seal.probs.shape[1], cache_dir, device)
     if model.output == "labels":
         answered = model.labels(seal.inputs)
         matches, compared, gap = answered == seal.labels, "labels", None
@@ -130,14 +132,3 @@ def check(seal: Seal, suspect, *, tolerance: float | None = None, cache_dir=None
         method="deterministic: every sensitive sample must be answered as sealed", evidence=evidence,
         outcome="identical" if identical else "modified",
     )  # fmt: skip
-
-
-def _suspect(seal: Seal, suspect, cache_dir, device: str) -> Model:
-    from .lineage import resolve
-
-    if isinstance(suspect, str | Path):
-        suspect = resolve(suspect, cache_dir=cache_dir, device=device)
-    shape = tuple(seal.inputs.shape[1:])
-    if isinstance(suspect, nn.Module):
-        return WhiteBox(suspect, num_classes=seal.probs.shape[1], input_shape=shape, device=device)
-    return as_model(suspect, input_shape=shape)

@@ -240,12 +240,9 @@ _FIELDS = {
     "scheme": str,
     "key_seed": int,
     "owner_sha256": (str, type(None)),
-    "created": str,
     "threshold": (float, type(None)),
     "trials": int,
-    "null_models": list,
-    "target_fpr": float,
-    "modelprint_version": str,
+    **container.CALIBRATION_FIELDS,
 }
 
 

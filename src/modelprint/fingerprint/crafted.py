@@ -11,6 +11,7 @@ from torch import nn
 
 from ..access import WhiteBox
 from ..errors import ConfigError
+from ..nets import head
 from .queries import SAMPLERS, Context, Queries, Sampler
 
 
@@ -183,8 +184,6 @@ class Conferrable(Sampler):
 def sensitivity(module: nn.Module, x: torch.Tensor, top: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """SSF's objective per input: ``||d p_top / d (W, b)||^2`` of the last linear layer, in closed form
     ``p_t^2 ||e_t - p||^2 (||h||^2 + 1)`` (h: the layer's input), and h itself (for activation coverage)."""
-    from ..lineage.ops import head
-
     _, last = head(module)
     seen: list[torch.Tensor] = []
     hook = last.register_forward_pre_hook(lambda _m, inp: seen.append(inp[0]))

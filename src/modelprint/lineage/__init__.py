@@ -147,3 +147,15 @@ def resolve(target, cache_dir: str | Path | None | bool = None, device: str = "c
     if "(" not in str(target):
         raise ConfigError(f"{target}: no such model file, and not a lineage expression")
     return build(str(target), cache_dir=cache_dir, device=device)
+
+
+def resolve_model(target, input_shape, num_classes: int | None = None, cache_dir=None, device: str = "cpu"):
+    """``target`` (see ``resolve``, or a callable answering labels) as a ``Model`` of ``input_shape``; a torch
+    module is told ``num_classes`` so that it need not be probed."""
+    from ..access import WhiteBox, as_model
+
+    if isinstance(target, str | Path):
+        target = resolve(target, cache_dir=cache_dir, device=device)
+    if isinstance(target, nn.Module):
+        return WhiteBox(target, num_classes=num_classes, input_shape=input_shape, device=device)
+    return as_model(target, input_shape=input_shape)

@@ -15,7 +15,7 @@ from .. import data, symmetry
 from ..base import Params, Registry
 from ..digest import path_digest
 from ..errors import ConfigError
-from ..nets import clone, layer_kind, make_net, weight_layers
+from ..nets import clone, head, make_net, weight_layers
 from .train import fit, predict
 
 OPS: Registry[Op] = Registry("lineage operation")
@@ -67,14 +67,6 @@ def _unscripted(model: nn.Module, what: str) -> nn.Module:
             "instead (load_model(path, arch='my_pkg.nets:Net'), or --arch on the command line)"
         )
     return model
-
-
-def head(module: nn.Module) -> tuple[str, nn.Linear]:
-    """The classifier head: the last ``nn.Linear`` in module order."""
-    linears = [(n, m) for n, m in module.named_modules() if layer_kind(m) == "Linear"]
-    if not linears:
-        raise ConfigError(f"{type(module).__name__} has no nn.Linear classifier head")
-    return linears[-1]
 
 
 def _check_fraction(name: str, value: float, low: float = 0.0, high: float = 1.0) -> None:

@@ -57,6 +57,14 @@ def layer_kind(m: nn.Module) -> str:
     return getattr(m, "original_name", type(m).__name__) if scripted else type(m).__name__
 
 
+def head(module: nn.Module) -> tuple[str, nn.Linear]:
+    """The classifier head: the last ``nn.Linear`` in module order."""
+    linears = [(n, m) for n, m in module.named_modules() if layer_kind(m) == "Linear"]
+    if not linears:
+        raise ConfigError(f"{type(module).__name__} has no nn.Linear classifier head")
+    return linears[-1]
+
+
 def weight_layers(module: nn.Module) -> list[nn.Module]:
     """The linear and convolutional layers (of a TorchScript module too), whose weights compression acts on."""
     return [m for m in module.modules() if layer_kind(m) in ("Linear", "Conv1d", "Conv2d", "Conv3d")]

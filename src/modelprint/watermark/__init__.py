@@ -16,7 +16,7 @@ from torch import nn
 
 from .. import container
 from .. import data as datasets
-from ..access import Model, WhiteBox, architecture, as_model
+from ..access import Model, WhiteBox, architecture
 from ..decide import Null, check_alpha, decide, decide_binomial, describe_null, rate_null
 from ..digest import module_digest
 from ..errors import ConfigError, FileFormatError
@@ -180,15 +180,11 @@ def embed(
 
 def _suspect(suspect, key: Key, cache_dir, device: str) -> Model:
     """A suspect (module, ``Model``, labels callable, model file or lineage expression) as a ``Model``."""
-    from ..lineage import resolve
+    from ..lineage import resolve_model
 
-    if isinstance(suspect, str | Path):
-        suspect = resolve(suspect, cache_dir=cache_dir, device=device)
     # a white-box key's inputs are a projection of the weights, not inputs of the model
     shape = None if key.scheme.white_box else tuple(key.inputs.shape[1:])
-    if isinstance(suspect, nn.Module):
-        return WhiteBox(suspect, num_classes=key.num_classes, input_shape=shape, device=device)
-    return as_model(suspect, input_shape=shape)
+    return resolve_model(suspect, shape, key.num_classes, cache_dir, device)
 
 
 def calibrate(
