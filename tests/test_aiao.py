@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from modelprint import diffusion
+from modelprint import container, diffusion
 from modelprint.diffusion import aiao
 from modelprint.errors import AccessError, ConfigError, FileFormatError
 
@@ -116,8 +116,13 @@ def test_key_round_trip_and_tampering(marked, tmp_path):
     path = key.save(tmp_path / "k.mpk")
     loaded = aiao.DiffusionKey.load(path)
     assert loaded.scheme == key.scheme and loaded.threshold == key.threshold
-    np.testing.assert_array_equal(loaded.null_rates, key.null_rates)
+    np.testing.assert_array_equal(loaded.null_scores, key.null_scores)
     assert aiao.verify(loaded, unet).score == aiao.verify(key, unet).score
+    assert "DiffusionKey(aiao" in repr(key) and len(repr(key)) < 300
+    header = {k: v for k, v in container.peek(path, "key")[0].items() if k not in ("checksum", "null_strata")}
+    tensors = {f"material.{k}": v for k, v in key.tensors.items()}  # a key of the previous release
+    old = container.write(tmp_path / "old.mpk", header, {**tensors, "null_rates": torch.tensor(key.null_scores)})
+    np.testing.assert_array_equal(aiao.DiffusionKey.load(old).null_scores, key.null_scores)
     data = bytearray(path.read_bytes())
     data[-5] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -132,7 +137,9 @@ def test_bad_suspects_and_keys(marked, base):
     with pytest.raises(AccessError, match="weights"):
         aiao.verify(key, lambda x: x)
     wanted = aiao.AIAO("down_blocks.0.resnets.0+up_blocks.2.resnets.0")  # a 2-level UNet has no up_blocks.2
-    other = aiao.DiffusionKey(wanted, 0, {**key.tensors, "scale": torch.ones(2)}, threshold=0.1, null_rates=np.zeros(2))
+    other = aiao.DiffusionKey(
+        wanted, 0, {**key.tensors, "scale": torch.ones(2)}, threshold=0.1, null_scores=np.zeros(2)
+    )
     with pytest.raises(AccessError, match="no block"):
         aiao.verify(other, diffusion.make_unet(channels=(8, 8)))
     with pytest.raises(ConfigError, match="no blocks"):

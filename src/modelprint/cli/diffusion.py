@@ -139,7 +139,7 @@ def diffusion_calibrate(
     key = aiao.calibrate(aiao.DiffusionKey.load(key_path), clean, trials=trials, target_fpr=fpr,
                          device=check_device(device))  # fmt: skip
     key.save(key_path)
-    rates = ", ".join(f"{r:.3f}" for r in key.null_rates)
+    rates = ", ".join(f"{r:.3f}" for r in key.null_scores)
     console.print(f"calibrated {key_path}: trial threshold {key.threshold:.4f}, clean rates {rates}")
 
 

@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import __version__, container, diffusion
+from .. import container, diffusion
 from ..base import Params, Registry
-from ..decide import check_alpha, decide, rate_null
+from ..decide import check_alpha, decide, describe_null, rate_null
 from ..digest import module_digest
 from ..errors import AccessError, ConfigError, FileFormatError
 from ..verdict import Verdict
@@ -247,9 +247,9 @@ _FIELDS = {
 
 
 @dataclass(frozen=True, eq=False)
-class DiffusionKey:
+class DiffusionKey(container.Calibrated):
     """The owner's secret for a diffusion watermark: the scheme, its key material and, once calibrated, the
-    per-trial threshold and the clean models' success rates."""
+    per-trial threshold and the clean models' success rates at it (the calibration's null scores)."""
 
     scheme: DiffusionWatermark
     key_seed: int
@@ -257,10 +257,14 @@ class DiffusionKey:
     owner_sha256: str | None = None
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     threshold: float | None = None
-    null_rates: np.ndarray | None = None
+    null_scores: np.ndarray | None = None
     trials: int = 64
     null_models: tuple[str, ...] = ()
     target_fpr: float = 0.01
+    null_strata: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:  # not the tensors: a key prints as what it is
+        return f"DiffusionKey({self.scheme.spec()}, {describe_null(self.null_scores, self.target_fpr)})"
 
     def scores(self, unet, trials: int | None = None, seed: int = 0) -> torch.Tensor:
         """Each Monte Carlo trial's score on ``unet`` (trials and inputs drawn from ``seed``)."""
@@ -276,22 +280,19 @@ class DiffusionKey:
             "scheme": self.scheme.spec(),
             "key_seed": self.key_seed,
             "owner_sha256": self.owner_sha256,
-            "created": self.created,
             "threshold": self.threshold,
             "trials": self.trials,
-            "null_models": list(self.null_models),
-            "target_fpr": self.target_fpr,
-            "modelprint_version": __version__,
+            **self.calibration_header(),
         }
         tensors = {f"material.{k}": v for k, v in self.tensors.items()}
-        if self.null_rates is not None:
-            tensors["null_rates"] = torch.from_numpy(np.asarray(self.null_rates, np.float64))
-        return container.write(path, header, tensors)
+        return container.write(path, header, {**tensors, **self.calibration_tensors()})
 
     @classmethod
     def load(cls, path: str | Path) -> DiffusionKey:
         header, tensors = container.peek(path, "diffusion watermark key")
-        header = container.check(path, header, tensors, FORMAT, VERSION, _FIELDS, "diffusion watermark key")
+        header = container.check(
+            path, header, tensors, FORMAT, VERSION, _FIELDS, "diffusion watermark key", container.CALIBRATION_OPTIONAL
+        )
         try:
             scheme = make_scheme(header["scheme"])
         except ConfigError as e:
@@ -299,11 +300,11 @@ class DiffusionKey:
         material = {k.removeprefix("material."): v for k, v in tensors.items() if k.startswith("material.")}
         if missing := set(scheme.material_keys) - set(material):
             raise FileFormatError(f"{path}: diffusion watermark key lacks {sorted(missing)}")
-        rates = tensors.get("null_rates")
+        if "null_rates" in tensors:  # keys written before this release named them so
+            tensors = {**tensors, "null_scores": tensors["null_rates"]}
         return cls(
-            scheme, header["key_seed"], material, header["owner_sha256"], header["created"], header["threshold"],
-            None if rates is None else rates.numpy(), header["trials"], tuple(header["null_models"]),
-            float(header["target_fpr"]),
+            scheme, header["key_seed"], material, header["owner_sha256"], threshold=header["threshold"],
+            trials=header["trials"], **cls.calibration_fields(header, tensors),
         )  # fmt: skip
 
 
@@ -361,10 +362,9 @@ def calibrate(key: DiffusionKey, clean: Sequence, *, trials: int = 64, seed: int
     scores = [key.scores(_unet(m, device), trials, seed + i).numpy() for i, m in enumerate(clean)]
     pooled = np.concatenate(scores)
     threshold = float(pooled.mean() + SIGMAS * pooled.std(ddof=1))
-    rates = np.array([(s > threshold).mean() for s in scores])
-    names = tuple(str(m) if isinstance(m, str | Path) else type(m).__name__ for m in clean)
-    return replace(key, threshold=threshold, null_rates=rates, trials=trials, null_models=names,
-                   target_fpr=float(target_fpr))  # fmt: skip
+    rates = [(s > threshold).mean() for s in scores]
+    names = [str(m) if isinstance(m, str | Path) else type(m).__name__ for m in clean]
+    return replace(key, threshold=threshold, trials=trials).calibrated(rates, names, target_fpr)
 
 
 def _unet(suspect, device: str):
@@ -379,7 +379,7 @@ def verify(key: DiffusionKey, suspect, *, trials: int | None = None, seed: int =
            device: str = "cpu") -> Verdict:  # fmt: skip
     """Does the UNet ``suspect`` (module or diffusers folder) carry the watermark? The score is the fraction of
     ``trials`` Monte Carlo trials above the calibrated threshold (the verification rate)."""
-    if key.threshold is None or key.null_rates is None:
+    if key.threshold is None or key.null_scores is None:
         raise ConfigError("the diffusion watermark key is not calibrated: run calibrate(key, [clean UNets])")
     alpha = key.target_fpr if alpha is None else alpha
     check_alpha(alpha)
@@ -387,7 +387,8 @@ def verify(key: DiffusionKey, suspect, *, trials: int | None = None, seed: int =
     scores = key.scores(_unet(suspect, device), trials, seed)
     rate = float((scores > key.threshold).float().mean())
     return decide(
-        rate, rate_null(key.null_rates, trials), alpha, queries=0, scheme=f"diffusion-watermark:{key.scheme.spec()}",
+        rate, rate_null(key.null_scores, trials, key.null_strata), alpha, queries=0,
+        scheme=f"diffusion-watermark:{key.scheme.spec()}",
         trials=trials, trial_threshold=key.threshold, mean_score=float(scores.mean()),
-        clean_rates=[float(r) for r in key.null_rates],
+        clean_rates=[float(r) for r in key.null_scores],
     )  # fmt: skip
