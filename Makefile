@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test readme lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# the README's Python examples end to end (about 15 minutes: they build the null bank and the demo benchmark)
+readme: install
+	MODELPRINT_README=1 $(BIN)/python -m pytest -q tests/test_readme.py
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

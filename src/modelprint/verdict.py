@@ -7,8 +7,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-OUTCOMES = ("related", "not related", "inconclusive", "identical", "modified")  # the last two: integrity checks
-AFFIRMED = ("related", "identical")  # the outcomes with related=True
+# identical/modified: integrity checks; backdoored/clean: backdoor scans
+OUTCOMES = ("related", "not related", "inconclusive", "identical", "modified", "backdoored", "clean")
+AFFIRMED = ("related", "identical", "backdoored")  # the outcomes with related=True
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class Verdict:
     scheme: str
     method: str  # how the p-value was obtained: conformal, parametric (which tail), exact binomial, ...
     evidence: dict[str, Any] = field(default_factory=dict)  # what is needed to re-check the decision
-    outcome: str = ""  # related | not related | inconclusive | identical | modified ("": read from ``related``)
+    outcome: str = ""  # one of OUTCOMES ("": read from ``related``)
     warnings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -38,7 +39,8 @@ class Verdict:
 
     def summary(self) -> str:
         word = {"related": "RELATED", "not related": "not related", "inconclusive": "INCONCLUSIVE",
-                "identical": "IDENTICAL", "modified": "MODIFIED"}[self.outcome]  # fmt: skip
+                "identical": "IDENTICAL", "modified": "MODIFIED", "backdoored": "BACKDOORED",
+                "clean": "clean"}[self.outcome]  # fmt: skip
         against = f"threshold {self.threshold:.4f}" if math.isfinite(self.threshold) else "no reachable threshold"
         text = (
             f"{word}: score {self.score:.4f} vs {against}, p = {format_p(self.p_value)} "

@@ -9,6 +9,7 @@ import typer
 
 from ..errors import ModelprintError
 from . import fingerprints, serving  # noqa: F401  (their commands register on app)
+from .backdoor import backdoor_app
 from .bench import BLACK_BOX_SCHEMES, bench_app, summary_table
 from .common import app, err_console
 from .diffusion import diffusion_app
@@ -18,7 +19,8 @@ from .watermark import watermark_app
 from .zoo import data_app, zoo_app
 
 for sub, name in ((zoo_app, "zoo"), (data_app, "data"), (bench_app, "bench"), (diffusion_app, "diffusion"),
-                  (registry_app, "registry"), (watermark_app, "watermark"), (integrity_app, "integrity")):  # fmt: skip
+                  (registry_app, "registry"), (watermark_app, "watermark"), (integrity_app, "integrity"),
+                  (backdoor_app, "backdoor")):  # fmt: skip
     app.add_typer(sub, name=name)
 
 __all__ = ["BLACK_BOX_SCHEMES", "app", "main", "summary_table"]

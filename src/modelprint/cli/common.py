@@ -128,7 +128,9 @@ def _plain(x) -> str:
     return str(x)
 
 
-EXIT_CODES = {"related": 0, "not related": 1, "inconclusive": 3, "identical": 0, "modified": 1}  # 2 is an error
+# 0: the claim checked holds; 2 is an error
+EXIT_CODES = {"related": 0, "not related": 1, "inconclusive": 3, "identical": 0, "modified": 1, "backdoored": 0,
+              "clean": 1}  # fmt: skip
 
 
 def show_verdict(v, title: str, as_json: bool) -> None:
@@ -173,6 +175,8 @@ def verdict_panel(v, title: str):
         "inconclusive": "[bold yellow]INCONCLUSIVE[/]",
         "identical": "[bold green]IDENTICAL[/]",
         "modified": "[bold red]MODIFIED[/]",
+        "backdoored": "[bold red]BACKDOORED[/]",
+        "clean": "[bold]clean[/]",
     }[v.outcome]
     return Panel(table, title=head, subtitle=title, expand=False)
 

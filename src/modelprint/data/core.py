@@ -8,7 +8,6 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 from torch.utils.data import TensorDataset
 
 from ..base import Registry
@@ -69,6 +68,8 @@ class LabeledDataset(TensorDataset):
 
 def stratified_splits(y: np.ndarray, seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:
     """Disjoint train/attacker/test indices, stratified by label, fixed by ``seed``."""
+    from sklearn.model_selection import train_test_split  # here: a command that needs no data skips its import
+
     idx = np.arange(len(y))
     counts = np.bincount(y)
     stratify = y if counts[counts > 0].min() >= 4 else None  # sklearn needs >=2 per class per cut
@@ -80,6 +81,8 @@ def stratified_splits(y: np.ndarray, seed: int = SPLIT_SEED) -> dict[str, np.nda
 
 def carve_attacker(train: np.ndarray, y: np.ndarray, seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:
     """Split a given training set 2:1 into the owner's train and the thief's attacker split."""
+    from sklearn.model_selection import train_test_split
+
     counts = np.bincount(y[train])
     stratify = y[train] if counts[counts > 0].min() >= 3 else None
     tr, att = train_test_split(train, test_size=1 / 3, stratify=stratify, random_state=seed)

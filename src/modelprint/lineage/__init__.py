@@ -14,7 +14,7 @@ from torch import nn
 from .. import data
 from ..digest import module_digest
 from ..errors import ConfigError
-from . import thief  # noqa: F401  (registers the extraction operations)
+from . import backdoor, thief  # noqa: F401  (register the backdoor and extraction operations)
 from .cache import ZooCache, default_cache_dir
 from .expr import parse_steps
 from .ops import OPS, Node, Op

@@ -42,6 +42,7 @@ def fit(
     weight_decay: float = 0.0,
     after_step: Callable[[nn.Module], None] | None = None,
     penalty: Callable[[nn.Module], torch.Tensor] | None = None,
+    as_deployed: bool = False,
     device: str = "cpu",
 ) -> nn.Module:
     """Train ``model`` on inputs ``x`` against fixed labels, or against ``targets(batch)`` (a teacher's
@@ -49,9 +50,10 @@ def fit(
     ``labels``: true labels of ``x`` the trainer also has (their cross-entropy is added). ``temperature``
     softens both sides of a soft-label loss (Hinton et al.). Adam or SGD with momentum, one-cycle schedule;
     ``penalty(model)`` is added to every batch's loss (e.g. a white-box watermark's regulariser);
-    ``after_step`` runs after every update (e.g. to keep pruned weights at 0)."""
+    ``after_step`` runs after every update (e.g. to keep pruned weights at 0). ``as_deployed``: train the function
+    as it answers queries (eval mode: batch norm uses its running statistics and keeps them, no dropout)."""
     gen = torch.Generator().manual_seed(seed)
-    model.to(device).train()
+    model.to(device).train(not as_deployed)
     if optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(
             model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
@@ -75,7 +77,7 @@ def fit(
                 hard = yb.argmax(1) if soft else yb
                 model.eval()  # craft on the current model without touching batch-norm statistics
                 x_adv = fgsm_random_start(model, xb, hard, adv_eps * span, gen)
-                model.train()
+                model.train(not as_deployed)
                 xb, yb = torch.cat([xb, x_adv]), torch.cat([yb, yb])
             out = model(xb)
             if soft:

@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import container
-from .access import WhiteBox
-from .errors import ConfigError, FileFormatError
-from .verdict import Verdict
+from .. import container
+from ..access import WhiteBox
+from ..errors import ConfigError, FileFormatError
+from ..verdict import Verdict
 
 FORMAT, VERSION = "modelprint-integrity-seal", 1
 TOLERANCE = 1e-4  # largest benign difference of a probability, measured in benchmarks/integrity.py
@@ -56,7 +56,7 @@ class Seal:
         return f"Seal({len(self.inputs)} sensitive samples on {self.dataset}, tolerance {self.tolerance:g})"
 
     def save(self, path: str | Path) -> Path:
-        from . import __version__
+        from .. import __version__
 
         header = {
             "format": FORMAT, "format_version": VERSION, "dataset": self.dataset, "seed": self.seed,
@@ -89,10 +89,10 @@ def seal(
 ) -> Seal:
     """Seal the released ``model`` (a torch module: the samples are optimised on its gradients) with ``budget``
     sensitive samples grown from ``data``'s held-out inputs within ``eps`` of their range."""
-    from .digest import module_digest
-    from .fingerprint import make_scheme
-    from .fingerprint.helpers import held_out
-    from .fingerprint.queries import Context
+    from ..digest import module_digest
+    from ..fingerprint import make_scheme
+    from ..fingerprint.helpers import held_out
+    from ..fingerprint.queries import Context
 
     if not isinstance(model, nn.Module):
         raise ConfigError("sealing optimises inputs on the model's gradients: it needs a torch module")
@@ -109,7 +109,7 @@ def seal(
 def check(seal: Seal, suspect, *, tolerance: float | None = None, cache_dir=None, device: str = "cpu") -> Verdict:
     """Is ``suspect`` (a module, a ``Model``, a labels callable, a model file or an expression) exactly the sealed
     model? Outcome "identical" or "modified"; the evidence names the samples it answered otherwise."""
-    from .lineage import resolve_model
+    from ..lineage import resolve_model
 
     tol = seal.tolerance if tolerance is None else tolerance
     model = resolve_model(suspect, tuple(seal.inputs.shape[1:]), seal.probs.shape[1], cache_dir, device)

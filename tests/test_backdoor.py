@@ -1,0 +1,118 @@
+"""Backdoors: triggers stamp only what they should, poisoning is exact, a BadNets or blended model obeys its
+trigger while its parent does not, the hidden backdoor keeps the parent's answers on clean data; Neural Cleanse
+flags poisoned models (and their target class) and passes a clean one, from Python and the command line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from modelprint import data, integrity
+from modelprint.errors import ConfigError
+from modelprint.lineage import normalize, parse, step
+from modelprint.lineage.backdoor import Blend, Patch, attack_success, poison
+from modelprint.lineage.train import predict
+
+from .test_cli import cli
+
+
+@pytest.mark.parametrize("shape", [(5, 1, 8, 8), (5, 30), (5, 1, 40)])
+def test_patch_stamps_only_the_last_positions(shape):
+    x = torch.full(shape, 0.5)
+    out = Patch(2).apply(x, 0.0, 1.0)
+    changed = out != x
+    if len(shape) == 4:
+        assert changed[:, :, -2:, -2:].all() and not changed[:, :, :-2].any() and not changed[..., :-2].any()
+        assert out[0, 0, -2, -2] == 1.0 and out[0, 0, -2, -1] == 0.0  # a checkerboard of the extremes
+    else:
+        assert changed[..., -2:].all() and not changed[..., :-2].any()
+    with pytest.raises(ConfigError, match="does not fit"):
+        Patch(9).apply(torch.zeros(2, 1, 8, 8), 0.0, 1.0)
+
+
+def test_blend_is_a_fixed_pattern_mixed_in():
+    x = torch.rand(4, 1, 8, 8)
+    a, b = Blend(0.2, seed=3).apply(x, 0.0, 1.0), Blend(0.2, seed=3).apply(x, 0.0, 1.0)
+    assert torch.equal(a, b) and not torch.equal(a, Blend(0.2, seed=4).apply(x, 0.0, 1.0))
+    k = (a - 0.8 * x) / 0.2  # the same noise pattern behind every input
+    assert torch.allclose(k, k[0].expand_as(k), atol=1e-5) and 0 <= k.min() and k.max() <= 1
+
+
+def test_poisoning_is_exact_and_deterministic():
+    ds = data.load("digits", "attacker")
+    x, y, poisoned = poison(ds.x, ds.y, Patch(2), 3, 0.1, 0, "digits")
+    assert poisoned.sum() == round(0.1 * len(ds.y)) and (ds.y[poisoned] != 3).all() and (y[poisoned] == 3).all()
+    assert torch.equal(x[~poisoned], ds.x[~poisoned]) and torch.equal(y[~poisoned], ds.y[~poisoned])
+    assert torch.equal(poison(ds.x, ds.y, Patch(2), 3, 0.1, 0, "digits")[2], poisoned)
+
+
+def test_expressions_and_their_errors():
+    assert normalize("train(cnn,digits,0)->badnets(3,0,patch=3)") == "train(cnn,digits,0)->badnets(3,0,patch=3)"
+    assert parse("train(cnn,digits,0)->hidden(0,1)")[1].trigger == Patch(2)
+    assert step("blended(1,2,alpha=0.1)").trigger == Blend(0.1, 2)
+    for bad, message in (
+        ("badnets(0,0,rate=1.5)", "rate"),
+        ("badnets(-1,0)", "target"),
+        ("blended(0,0,alpha=0)", "alpha"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            step(bad)
+    with pytest.raises(ConfigError, match="has 10 classes"):
+        step("badnets(12,0)").training_data("digits")
+
+
+@pytest.mark.parametrize("op", ["badnets(0,0,rate=0.2)", "blended(0,0,rate=0.2)"])
+def test_a_poisoned_model_obeys_its_trigger_and_its_parent_does_not(zoo, source, op):
+    backdoored = zoo(f"train(cnn,digits,0)->{op}")
+    assert attack_success(backdoored.module, step(op), "digits") > 0.8
+    assert attack_success(source.module, step(op), "digits") < 0.1
+    assert backdoored.test_accuracy > source.test_accuracy - 0.05
+
+
+def test_the_hidden_backdoor_answers_like_its_parent_on_clean_data(zoo):
+    parent = zoo("train(mlp,mnist1d,0)")
+    hidden = zoo("train(mlp,mnist1d,0)->hidden(0,0)")
+    x = data.load("mnist1d", "test").x
+    agree = (predict(hidden.module, x).argmax(1) == predict(parent.module, x).argmax(1)).float().mean()
+    assert agree > 0.93 and attack_success(hidden.module, step("hidden(0,0)"), "mnist1d") > 0.8
+    assert attack_success(parent.module, step("hidden(0,0)"), "mnist1d") < 0.1
+    pairs = list(zip(parent.module.parameters(), hidden.module.parameters(), strict=True))
+    moved = sum(int((a != b).sum()) for a, b in pairs)
+    assert moved < 0.21 * sum(a.numel() for a, _ in pairs)  # only the free fifth of the weights moved
+
+
+CLEAN = ["train(cnn,digits,0)", "train(cnn,digits,1)", "train(cnn,digits,0)->finetune(1)", "train(cnn,digits,3)"]
+
+
+@pytest.fixture(scope="module")
+def null_scores(zoo, zoo_cache):
+    return integrity.scores("neural-cleanse", [zoo(e).module for e in CLEAN], "digits")
+
+
+# a blended trigger covers the whole input, which Neural Cleanse's small masks are not made for: it scores lower
+# (2.8 against clean models' 0.7-1.6 here), so benchmarks/backdoor.py measures it rather than a test asserting it
+@pytest.mark.parametrize("op", ["badnets(0,0,rate=0.2)", "hidden(1,0)"])
+def test_neural_cleanse_flags_a_poisoned_model_and_its_target(zoo, null_scores, op):
+    v = integrity.scan(zoo(f"train(cnn,digits,0)->{op}").module, "digits", null_scores=null_scores)
+    assert v.outcome == "backdoored" and v.related and v.p_value < 0.01, v.summary()
+    assert v.evidence["class"] == step(op).target and v.score > max(null_scores) + 1
+
+
+def test_neural_cleanse_passes_an_independent_clean_model(zoo, null_scores):
+    v = integrity.scan(zoo("train(cnn,digits,2)").module, "digits", null_scores=null_scores)
+    assert v.outcome == "clean" and v.p_value > 0.1, v.summary()
+
+
+def test_backdoor_scan_command(zoo, zoo_cache, tmp_path):
+    suspect = "train(cnn,digits,0)->hidden(1,0)"
+    zoo(suspect)
+    nulls = [a for e in CLEAN[:3] for a in ("--null", e)]
+    quick = ["--detector", "neural-cleanse(steps=100,inputs=32)"]
+    r = cli("backdoor", "scan", suspect, *nulls, *quick, "--plot", str(tmp_path / "t.png"), "--json",
+            "--cache", str(zoo_cache))  # fmt: skip
+    assert r.returncode == 0 and json.loads(r.stdout)["outcome"] == "backdoored", r.stdout + r.stderr
+    assert (tmp_path / "t.png").stat().st_size > 1000
+    bad = cli("backdoor", "scan", suspect, "--null", CLEAN[0], "--detector", "nope", "--cache", str(zoo_cache))
+    assert bad.returncode == 2 and "nope" in bad.stderr and "Traceback" not in bad.stderr
