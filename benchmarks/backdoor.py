@@ -1,6 +1,7 @@
 """Backdoor installation and detection on the digits zoo. Backdoored models (BadNets, blended and hidden, each
 with its own target and seed, into CNNs and LeNets) and clean ones (independent seeds, and fine-tunes): the attack
-success and clean test accuracy of every backdoored model (and its agreement with its clean parent), and each
+success and clean test accuracy of every backdoored model (its agreement with its clean parent, and what is left
+of it after Fine-Pruning, Liu et al. 2018, as a defence: ``->fineprune(0)``), and each
 detector's detection rate on them and false-positive rate on the clean ones at alpha 0.05. Every clean model is
 decided against the other clean models' scores (leave-one-out), every backdoored one against all of them.
 
@@ -48,15 +49,23 @@ def main() -> None:
     test = data.load("digits", "test")
     installed = []
     for expr in backdoored:
-        parent, built = build_node(expr.rsplit("->", 1)[0]), build_node(expr)
+        parent, built, pruned = (
+            build_node(expr.rsplit("->", 1)[0]),
+            build_node(expr),
+            build_node(f"{expr}->fineprune(0)"),
+        )
         agree = (predict(built.module, test.x).argmax(1) == predict(parent.module, test.x).argmax(1)).float().mean()
         op = step(expr.rsplit("->", 1)[1])
         installed.append({"kind": op.name, "model": expr, "clean accuracy": built.test_accuracy,
                           "parent accuracy": parent.test_accuracy, "agreement with parent": float(agree),
-                          "attack success": attack_success(built.module, op, "digits")})  # fmt: skip
+                          "attack success": attack_success(built.module, op, "digits"),
+                          "after fine-pruning: accuracy": pruned.test_accuracy,
+                          "after fine-pruning: attack success": attack_success(pruned.module, op, "digits"),
+                          })  # fmt: skip
     installed = pd.DataFrame(installed)
     print(f"backdoors installed ({len(backdoored)} models; agreement and accuracy on the clean test split)")
-    print(installed.drop(columns="model").groupby("kind").agg(["mean", "min"]).round(3).to_string())
+    with pd.option_context("display.width", 250, "display.max_columns", 30):
+        print(installed.drop(columns="model").groupby("kind").agg(["mean", "min"]).round(3).T.to_string())
     rows = []
     for name in args.detectors.split(","):
         nulls = [integrity.measure(name, e, "digits")[0] for e in clean]
@@ -75,7 +84,7 @@ def main() -> None:
         median_score=("score", "median"), min_score=("score", "min"), max_score=("score", "max"),
     )  # fmt: skip
     print(f"\ndetection at alpha {ALPHA} (flagged: TPR for backdoors, FPR for clean models, leave-one-out)")
-    with pd.option_context("display.width", 200):
+    with pd.option_context("display.width", 250):
         print(table.round(3).to_string())
     clean_scores = scores[scores.kind == "clean"].score
     print(f"clean scores: mean {np.mean(clean_scores):.2f}, max {np.max(clean_scores):.2f}")

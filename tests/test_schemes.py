@@ -90,7 +90,7 @@ def test_cae_keeps_examples_the_owner_now_gets_wrong(source, zoo):
     surr = [zoo(f"{source.expression}->label_extract(mlp,{s},queries=own)").module for s in (11, 12)]
     ctx = _context(source.module, n=200, budget=10)
     ctx.references, ctx.surrogates = (lambda n: refs[:n]), (lambda n: surr[:n])
-    sampler = SAMPLERS.make("conferrable", references=2, surrogates=2, steps=30)
+    sampler = SAMPLERS.make("conferrable", references=2, surrogates=2, steps=30, candidates=4)
     x = sampler.sample(ctx).x
     dist = (x[:, None] - ctx.x[None]).abs().flatten(2).amax(2)  # L-inf distance to every clean input
     assert len(x) == 10 and float(dist.min(1).values.max()) <= 0.15 + 1e-5  # within eps of the range (0..1)
