@@ -59,14 +59,15 @@ class NeuralCleanse(Detector):
         low, high = float(x.min()), float(x.max())
         spatial = x.shape[2:] if x.ndim > 2 else x.shape[1:]  # (n, C, ...): a mask over positions, all channels
         channels = [1] * (x.ndim - 1 - len(spatial))
-        mask_param = torch.full((classes, 1, *channels, *spatial), -2.0, requires_grad=True)
-        pattern_param = (torch.rand((classes, 1, *x.shape[1:]), generator=gen) * 2 - 1).requires_grad_(True)
+        dev = x.device
+        mask_param = torch.full((classes, 1, *channels, *spatial), -2.0, device=dev, requires_grad=True)
+        pattern_param = (torch.rand((classes, 1, *x.shape[1:]), generator=gen) * 2 - 1).to(dev).requires_grad_(True)
         opt = torch.optim.Adam([mask_param, pattern_param], lr=self.lr, betas=(0.5, 0.9))
-        weight = torch.full((classes,), 1e-3 * 1024 / spatial.numel())  # the paper's 1e-3 for 32x32 masks
-        targets = torch.arange(classes).repeat_interleave(len(x))
-        best_norm = torch.full((classes,), float("inf"))
+        weight = torch.full((classes,), 1e-3 * 1024 / spatial.numel(), device=dev)  # the paper's 1e-3 at 32x32
+        targets = torch.arange(classes, device=dev).repeat_interleave(len(x))
+        best_norm = torch.full((classes,), float("inf"), device=dev)
         best_mask, best_pattern = torch.ones_like(mask_param[:, 0]), torch.zeros_like(pattern_param[:, 0])
-        best_rate = torch.zeros(classes)
+        best_rate = torch.zeros(classes, device=dev)
         for _ in range(self.steps):
             mask, pattern = torch.sigmoid(mask_param), torch.sigmoid(pattern_param) * (high - low) + low
             stamped = ((1 - mask) * x + mask * pattern).flatten(0, 1)
@@ -94,7 +95,7 @@ class NeuralCleanse(Detector):
         model = model.eval().requires_grad_(False)
         x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))[: self.inputs]]
         masks, _, rates = self.reverse(model, x, int(model(x[:1]).shape[1]))
-        norms = masks.flatten(1).sum(1).numpy().astype(np.float64)
+        norms = masks.flatten(1).sum(1).cpu().numpy().astype(np.float64)
         median = np.median(norms)
         mad = 1.4826 * np.median(np.abs(norms - median)) or 1e-12
         index = (median - norms) / mad  # only small masks are suspicious
@@ -104,7 +105,7 @@ class NeuralCleanse(Detector):
             "mask_norms": norms.round(3).tolist(),
             "anomaly_index": index.round(3).tolist(),
             "trigger_success": float(rates[flagged]),
-            "mask": masks[flagged].squeeze().tolist(),
+            "mask": masks[flagged].squeeze().cpu().tolist(),
         }
 
 
@@ -123,12 +124,14 @@ def measure(detector: str | Detector, model, data, cache_dir=None, device: str =
     details (for Neural Cleanse: the flagged class, every class's mask norm, the flagged trigger's mask)."""
     from ..fingerprint.helpers import held_out
     from ..lineage import resolve
+    from ..nets import clone
 
     x, y, _ = held_out(data)
     module = resolve(model, cache_dir=cache_dir, device=device)
     if not isinstance(module, nn.Module):
         raise ConfigError(f"backdoor detectors read a model's gradients and layers, not a {type(module).__name__}")
-    return make_detector(detector).score(module.to(device).float(), x.to(device), y.to(device))
+    # a copy: the detector freezes and casts the model it reads, and the caller's must stay as it was
+    return make_detector(detector).score(clone(module).to(device).float(), x.to(device), y.to(device))
 
 
 def scan(
