@@ -114,5 +114,18 @@ def test_backdoor_scan_command(zoo, zoo_cache, tmp_path):
             "--cache", str(zoo_cache))  # fmt: skip
     assert r.returncode == 0 and json.loads(r.stdout)["outcome"] == "backdoored", r.stdout + r.stderr
     assert (tmp_path / "t.png").stat().st_size > 1000
+    r = cli("backdoor", "diff", CLEAN[0], suspect, *quick, "--json", "--cache", str(zoo_cache))
+    assert r.returncode == 0 and json.loads(r.stdout)["evidence"]["class"] == 1, r.stdout + r.stderr
     bad = cli("backdoor", "scan", suspect, "--null", CLEAN[0], "--detector", "nope", "--cache", str(zoo_cache))
     assert bad.returncode == 2 and "nope" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_diff_finds_the_trigger_a_suspect_obeys_and_its_trusted_parent_does_not(zoo, source):
+    found = integrity.diff(source.module, zoo("train(cnn,digits,0)->badnets(0,0,rate=0.2)").module, "digits")
+    assert found.outcome == "backdoored" and found.evidence["class"] == 0, found.summary()
+    assert found.evidence["trigger_positions"] < 0.15 * found.evidence["positions"]
+    tuned = integrity.diff(source.module, zoo("train(cnn,digits,0)->finetune(1)").module, "digits")
+    assert tuned.outcome == "clean" and not tuned.related
+    assert min(tuned.evidence["mask_norms"]) > 0.5 * tuned.evidence["positions"], tuned.evidence["mask_norms"]
+    with pytest.raises(ConfigError, match="largest"):
+        integrity.diff(source.module, source.module, "digits", largest=1.5)

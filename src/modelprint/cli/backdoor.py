@@ -37,13 +37,42 @@ def backdoor_scan(
         nulls = backdoor.scores(detector, null, data, cache_dir=cache, device=device)
     with err_console.status(f"scanning {model}"):
         v = backdoor.scan(model, data, detector, null_scores=nulls, alpha=alpha, cache_dir=cache, device=device)
+    finish(v, plot, f"{model} ({detector})", as_json)
+
+
+def finish(v, plot: Path | None, title: str, as_json: bool) -> None:
+    """Write the plot if asked, then show the verdict (the mask only in JSON: an image, not a number to read)."""
     if plot is not None:
         write_plot(v.evidence, plot)
         err_console.print(f"wrote {plot}")
-    mask = v.evidence.pop("mask", None)  # an image, not a number to read in a table
+    mask = v.evidence.pop("mask", None)
     if as_json and mask is not None:
         v.evidence["mask"] = mask
-    show_verdict(v, f"{model} ({detector})", as_json)
+    show_verdict(v, title, as_json)
+
+
+@backdoor_app.command("diff")
+def backdoor_diff(
+    trusted: Annotated[str, typer.Argument(help="The trusted model (a file, folder or expression).")],
+    suspect: Annotated[str, typer.Argument(help="The suspect derived from it.")],
+    data: Annotated[str, typer.Option("--data", "-d", help="Clean inputs of the task (a dataset name).")] = "digits",
+    detector: Annotated[str, typer.Option("--detector", help="A detector spec (modelprint backdoor detectors).")] = (
+        "neural-cleanse"
+    ),
+    largest: Annotated[float, typer.Option("--largest", help="Largest trigger, a fraction of the input.")] = 0.25,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write the trigger found and mask norms (PNG).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
+    cache: CacheOpt = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Does SUSPECT hide a backdoor that TRUSTED does not? Searches the smallest trigger that sends SUSPECT to a
+    class while TRUSTED keeps its answers. Exit code 0: backdoored (a trigger found), 1: clean, 2: error."""
+    from ..integrity import backdoor
+
+    with err_console.status(f"searching triggers {suspect} obeys and {trusted} does not"):
+        v = backdoor.diff(trusted, suspect, data, detector, largest=largest, cache_dir=cache,
+                          device=check_device(device))  # fmt: skip
+    finish(v, plot, f"{suspect} vs {trusted} ({detector})", as_json)
 
 
 @backdoor_app.command("detectors")

@@ -37,11 +37,14 @@ DETECTORS: Registry[Detector] = Registry("backdoor detector")
 
 class Detector(Params):
     """A backdoor detector: ``score(model, x, y)`` is ``(score, details)``, the score higher for a more likely
-    backdoor, on ``scale`` (the range its calibrated tail respects)."""
+    backdoor, on ``scale`` (the range its calibrated tail respects). With a ``trusted`` model, the score is of
+    what the suspect ``model`` does that the trusted one does not."""
 
     scale: ClassVar[Scale] = Scale("real")
 
-    def score(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, dict[str, Any]]:
+    def score(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, trusted: nn.Module | None = None
+    ) -> tuple[float, dict[str, Any]]:
         raise NotImplementedError
 
 
@@ -52,9 +55,10 @@ class NeuralCleanse(Detector):
     def __init__(self, steps: int = 200, inputs: int = 64, success: float = 0.95, lr: float = 0.1, seed: int = 0):
         self.steps, self.inputs, self.success, self.lr, self.seed = steps, inputs, success, lr, seed
 
-    def reverse(self, model: nn.Module, x: torch.Tensor, classes: int):
+    def reverse(self, model: nn.Module, x: torch.Tensor, classes: int, trusted: nn.Module | None = None):
         """For every class at once (one batched forward per step): the mask, the pattern and the success rate
-        of the smallest trigger found."""
+        of the smallest trigger found. With ``trusted``, a trigger succeeds on an input only where the trusted
+        model keeps its answer, and its loss asks for that too."""
         gen = torch.Generator().manual_seed(self.seed)
         low, high = float(x.min()), float(x.max())
         spatial = x.shape[2:] if x.ndim > 2 else x.shape[1:]  # (n, C, ...): a mask over positions, all channels
@@ -65,6 +69,7 @@ class NeuralCleanse(Detector):
         opt = torch.optim.Adam([mask_param, pattern_param], lr=self.lr, betas=(0.5, 0.9))
         weight = torch.full((classes,), 1e-3 * 1024 / spatial.numel(), device=dev)  # the paper's 1e-3 at 32x32
         targets = torch.arange(classes, device=dev).repeat_interleave(len(x))
+        kept = None if trusted is None else trusted(x).argmax(1).repeat(classes)
         best_norm = torch.full((classes,), float("inf"), device=dev)
         best_mask, best_pattern = torch.ones_like(mask_param[:, 0]), torch.zeros_like(pattern_param[:, 0])
         best_rate = torch.zeros(classes, device=dev)
@@ -74,11 +79,16 @@ class NeuralCleanse(Detector):
             out = model(stamped)
             norms = mask.flatten(1).sum(1)
             ce = F.cross_entropy(out, targets, reduction="none").view(classes, -1).mean(1)
+            hit = out.argmax(1) == targets
+            if kept is not None:
+                reference = trusted(stamped)
+                ce = ce + F.cross_entropy(reference, kept, reduction="none").view(classes, -1).mean(1)
+                hit = hit & (reference.argmax(1) == kept)
             opt.zero_grad(set_to_none=True)
             (ce + weight * norms).sum().backward()
             opt.step()
             with torch.no_grad():
-                rate = (out.argmax(1) == targets).float().view(classes, -1).mean(1)
+                rate = hit.float().view(classes, -1).mean(1)
                 ok = rate >= self.success
                 better = ok & (norms < best_norm)
                 best_norm = torch.where(better, norms, best_norm)
@@ -91,10 +101,14 @@ class NeuralCleanse(Detector):
         # a class never reached keeps the whole input as its trigger (the largest norm)
         return best_mask, best_pattern, best_rate
 
-    def score(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, dict[str, Any]]:
+    def score(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, trusted: nn.Module | None = None
+    ) -> tuple[float, dict[str, Any]]:
         model = model.eval().requires_grad_(False)
+        if trusted is not None:
+            trusted = trusted.eval().requires_grad_(False)
         x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))[: self.inputs]]
-        masks, _, rates = self.reverse(model, x, int(model(x[:1]).shape[1]))
+        masks, _, rates = self.reverse(model, x, int(model(x[:1]).shape[1]), trusted)
         norms = masks.flatten(1).sum(1).cpu().numpy().astype(np.float64)
         median = np.median(norms)
         mad = 1.4826 * np.median(np.abs(norms - median)) or 1e-12
@@ -113,25 +127,36 @@ def make_detector(spec: str | Detector) -> Detector:
     return spec if isinstance(spec, Detector) else DETECTORS.from_spec(spec)
 
 
-def scores(detector: str | Detector, models: Sequence, data, cache_dir=None, device: str = "cpu") -> np.ndarray:
-    """The detector's score on each of ``models`` (modules, model files or lineage expressions) with ``data``:
-    called on clean models, the null a scan is decided against."""
-    return np.array([measure(detector, m, data, cache_dir, device)[0] for m in models])
+def scores(
+    detector: str | Detector, models: Sequence, data, trusted=None, cache_dir=None, device: str = "cpu"
+) -> np.ndarray:
+    """The detector's score on each of ``models`` (modules, model files or lineage expressions) with ``data``
+    (against ``trusted``): called on clean models, the null a scan is decided against."""
+    return np.array([measure(detector, m, data, trusted, cache_dir, device)[0] for m in models])
 
 
-def measure(detector: str | Detector, model, data, cache_dir=None, device: str = "cpu") -> tuple[float, dict]:
+def measure(
+    detector: str | Detector, model, data, trusted=None, cache_dir=None, device: str = "cpu"
+) -> tuple[float, dict]:
     """The detector's score on ``model`` (a module, model file or lineage expression) with ``data``, and its
-    details (for Neural Cleanse: the flagged class, every class's mask norm, the flagged trigger's mask)."""
+    details (for Neural Cleanse: the flagged class, every class's mask norm, the flagged trigger's mask). With
+    ``trusted`` (a model the suspect should behave like), only what ``model`` does and ``trusted`` does not counts:
+    the backdoor diff between two models."""
     from ..fingerprint.helpers import held_out
     from ..lineage import resolve
     from ..nets import clone
 
+    def module(m) -> nn.Module:
+        m = resolve(m, cache_dir=cache_dir, device=device)
+        if not isinstance(m, nn.Module):
+            raise ConfigError(f"backdoor detectors read a model's gradients and layers, not a {type(m).__name__}")
+        # a copy: the detector freezes and casts the model it reads, and the caller's must stay as it was
+        return clone(m).to(device).float()
+
     x, y, _ = held_out(data)
-    module = resolve(model, cache_dir=cache_dir, device=device)
-    if not isinstance(module, nn.Module):
-        raise ConfigError(f"backdoor detectors read a model's gradients and layers, not a {type(module).__name__}")
-    # a copy: the detector freezes and casts the model it reads, and the caller's must stay as it was
-    return make_detector(detector).score(clone(module).to(device).float(), x.to(device), y.to(device))
+    return make_detector(detector).score(
+        module(model), x.to(device), y.to(device), None if trusted is None else module(trusted)
+    )
 
 
 def scan(
@@ -148,8 +173,33 @@ def scan(
     scores on clean models (``scores(detector, clean_models, data)``). The verdict is "backdoored"
     (p <= alpha), "clean" or "inconclusive"."""
     check_alpha(alpha)
-    score, details = measure(detector, model, data, cache_dir, device)
+    score, details = measure(detector, model, data, None, cache_dir, device)
     return verdict(detector, score, null_scores, alpha, **details)
+
+
+def diff(
+    trusted, suspect, data, detector: str | Detector = "neural-cleanse", *, largest: float = 0.25, cache_dir=None,
+    device: str = "cpu",
+) -> Verdict:  # fmt: skip
+    """Does ``suspect`` hide a backdoor that ``trusted`` (say, the model it was fine-tuned from) does not? The
+    detector searches, for every class, the smallest trigger that sends the suspect there on clean inputs while
+    the trusted model keeps its answers. A trigger covering at most ``largest`` of the input's positions is the
+    finding: "backdoored", with the trigger in the evidence to check by applying it. A deterministic check
+    like an integrity seal's (no null models; no p-value). Fine-tunes and pruned copies of a digits CNN leave no
+    such trigger at any size; backdoored ones one of 2-4 of 64 pixels."""
+    if not 0 < largest < 1:
+        raise ConfigError(f"largest must be a fraction of the input in (0, 1), got {largest}")
+    detector = make_detector(detector)
+    _, details = measure(detector, suspect, data, trusted, cache_dir, device)
+    positions = int(np.asarray(details["mask"]).size)
+    smallest = min(details["mask_norms"])
+    found = smallest <= largest * positions and details["trigger_success"] > 0
+    return Verdict(
+        score=1 - smallest / positions, threshold=1 - largest, p_value=float("nan"), related=found, queries=0,
+        alpha=0.0, scheme=f"backdoor-diff:{detector.spec()}", method="deterministic: the smallest trigger found",
+        outcome="backdoored" if found else "clean",
+        evidence={"trigger_positions": smallest, "positions": positions, **details},
+    )  # fmt: skip
 
 
 def verdict(detector: str | Detector, score: float, null_scores: Sequence[float], alpha: float = 0.05, **details):
