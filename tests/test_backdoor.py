@@ -56,6 +56,7 @@ def test_expressions_and_their_errors():
         ("badnets(0,0,rate=1.5)", "rate"),
         ("badnets(-1,0)", "target"),
         ("blended(0,0,alpha=0)", "alpha"),
+        ("hidden(0,0,patch=0)", "patch"),
     ):
         with pytest.raises(ConfigError, match=message):
             step(bad)

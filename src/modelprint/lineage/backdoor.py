@@ -113,6 +113,8 @@ class Backdoor(Op):
         _check_fraction(f"{self.name} rate", self.rate, 1e-9)
         if not isinstance(self.target, int) or self.target < 0:
             raise ConfigError(f"{self.name} target must be a class index, got {self.target!r}")
+        if isinstance(self.trigger, Patch) and (not isinstance(self.trigger.size, int) or self.trigger.size < 1):
+            raise ConfigError(f"{self.name} patch must be a positive number of positions, got {self.trigger.size!r}")
 
     def training_data(self, dataset: str):
         """``(x, y, poisoned)``: the poisoned attacker split this step trains on, and the mask of its poisoned
