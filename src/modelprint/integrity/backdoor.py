@@ -193,7 +193,7 @@ def diff(
     _, details = measure(detector, suspect, data, trusted, cache_dir, device)
     positions = int(np.asarray(details["mask"]).size)
     smallest = min(details["mask_norms"])
-    found = smallest <= largest * positions and details["trigger_success"] > 0
+    found = smallest <= largest * positions  # a class never reached keeps the whole input, above any `largest`
     return Verdict(
         score=1 - smallest / positions, threshold=1 - largest, p_value=float("nan"), related=found, queries=0,
         alpha=0.0, scheme=f"backdoor-diff:{detector.spec()}", method="deterministic: the smallest trigger found",

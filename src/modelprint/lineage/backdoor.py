@@ -113,8 +113,6 @@ class Backdoor(Op):
         _check_fraction(f"{self.name} rate", self.rate, 1e-9)
         if not isinstance(self.target, int) or self.target < 0:
             raise ConfigError(f"{self.name} target must be a class index, got {self.target!r}")
-        if isinstance(self.trigger, Patch) and (not isinstance(self.trigger.size, int) or self.trigger.size < 1):
-            raise ConfigError(f"{self.name} patch must be a positive number of positions, got {self.trigger.size!r}")
 
     def training_data(self, dataset: str):
         """``(x, y, poisoned)``: the poisoned attacker split this step trains on, and the mask of its poisoned
@@ -137,6 +135,11 @@ class BadNets(Backdoor):
 
     def __init__(self, target: int, seed: int, patch: int = 2, rate: float = 0.1, epochs: int = 20, lr: float = 0.003):
         self.target, self.seed, self.patch, self.rate, self.epochs, self.lr = target, seed, patch, rate, epochs, lr
+
+    def check(self) -> None:
+        super().check()
+        if not isinstance(self.patch, int) or self.patch < 1:
+            raise ConfigError(f"{self.name} patch must be a positive number of positions, got {self.patch!r}")
 
     @property
     def trigger(self) -> Trigger:
@@ -163,7 +166,7 @@ class Blended(Backdoor):
 
 
 @OPS.register("hidden")
-class Hidden(Backdoor):
+class Hidden(BadNets):
     """The hidden backdoor: train only the ``fraction`` of weights whose change the clean attacker data sees
     least for what it buys the trigger (``free_weights``), everything else and every buffer held fixed,
     on the poisoned attacker split, with the clean rows' targets the parent's probabilities."""
@@ -184,10 +187,6 @@ class Hidden(Backdoor):
     def check(self) -> None:
         super().check()
         _check_fraction("hidden fraction", self.fraction, 1e-9)
-
-    @property
-    def trigger(self) -> Trigger:
-        return Patch(self.patch)
 
     def apply(self, parent: Node, device: str = "cpu") -> Node:
         x, y, poisoned = self.training_data(parent.dataset)
