@@ -118,8 +118,15 @@ def test_conformal_p_value_and_degenerate_nulls():
     assert null.p_value(0.5) == pytest.approx(stats.beta.ppf(0.9, 151, 150)) and null.p_value(0.5) > 151 / 301
     assert null.p_value(-1) == 1.0
     assert null.p_value(0.999) < 1 / 301  # beyond every null: the tail refines the bound
+    # null scores all alike: no tail is fitted beyond them (it would be infinitely narrow), only the
+    # distribution-free bound of 5 models, which cannot reach 0.05
     same = Null(np.full(5, 0.9), scale=Scale("unit"))
-    assert same.p_value(0.9) == pytest.approx(1.0) and same.p_value(0.95) < 1e-6
+    assert same.p_value(0.9) == pytest.approx(1.0)
+    assert same.p_value(0.95) == pytest.approx(1 - 0.1 ** (1 / 5)) and math.isinf(same.threshold(0.05))
+    flat = _v(0.95, same, alpha=0.05)
+    assert flat.outcome == "inconclusive" and flat.method.startswith("conformal") and "alike" in flat.warnings[-1]
+    enough = Null(np.zeros(needed(0.05)), scale=Scale("real"))  # enough of them: a distribution-free decision
+    assert _v(0.5, enough, alpha=0.05).outcome == "related" and enough.p_value(0.5) == pytest.approx(0.05, rel=0.03)
     with pytest.raises(ConfigError, match="at least 2"):
         Null(np.array([0.5]))
     with pytest.raises(ConfigError, match="NaN"):

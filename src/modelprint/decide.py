@@ -15,7 +15,7 @@ One null design:
   correlations and cosines, log of the distance for ``1 - distance``), or a beta-binomial fitted to the nulls
   (overdispersion included) for agreement rates over ``n`` queries or key inputs. It is used only beyond every null
   score, and labelled: with enough nulls it only refines p-values already below alpha; with too few it decides,
-  and the verdict says "parametric".
+  and the verdict says "parametric". No t-tail is fitted to null scores that are all alike.
 - **Strata.** Null scores keep their stratum (the null model's architecture). The verdict is decided on the stratum
   of the suspect's architecture when known, otherwise on the stratum hardest for the suspect; evidence lists all.
 - **Three outcomes.** related, not related, or inconclusive when no score could reach ``alpha`` against this null
@@ -122,11 +122,19 @@ class StratumNull:
         return len(self.scores)
 
     @cached_property
+    def has_spread(self) -> bool:
+        """Whether a tail can be fitted: a t-tail on null scores that are all alike would be infinitely narrow
+        (every higher score would get p ~ 1e-22 from nothing). A rate keeps its beta-binomial, which is at
+        least the binomial of independent trials."""
+        if self.scale.name == "rate":
+            return True
+        z = self.scale.transform(self.scores)
+        return float(np.ptp(z)) > 1e-9 * max(1.0, float(np.abs(z).max()))
+
+    @cached_property
     def _t(self) -> tuple[float, float, int]:
         z = self.scale.transform(self.scores)
-        mean = float(z.mean())
-        sd = max(float(z.std(ddof=1)), 1e-6)  # identical nulls: a floor instead of a zero-width null
-        return mean, sd * math.sqrt(1 + 1 / self.n), self.n - 1
+        return float(z.mean()), float(z.std(ddof=1)) * math.sqrt(1 + 1 / self.n), self.n - 1
 
     @cached_property
     def _betabinom(self) -> tuple[float, float]:
@@ -142,6 +150,8 @@ class StratumNull:
         return mu * (1 / rho - 1), (1 - mu) * (1 / rho - 1)
 
     def tail(self, score: float) -> float:
+        if not self.has_spread:
+            return 1.0
         if self.scale.name == "rate":
             n = self.scale.trials
             a, b = self._betabinom
@@ -179,7 +189,7 @@ class StratumNull:
         if k >= 0:  # conformal: above the (k+1)-th largest null score, unless that is the score's maximum
             tau = float(np.sort(self.scores)[::-1][k])
             return math.inf if tau >= self.scale.hi else tau
-        if self.floor() > alpha:
+        if not self.has_spread or self.floor() > alpha:
             return math.inf
         if self.scale.name == "rate":
             n = self.scale.trials
@@ -278,16 +288,16 @@ def decide(
             if g.scores.max() >= g.scale.hi or g.n >= want
             else f"with {g.n} null models ({name}) no score can reach p <= {alpha:g}: add {want - g.n} more "
             "independent models (null_models='auto' builds them)"
+            + ("" if g.has_spread else "; their scores are all alike, so no tail can be fitted beyond them")
         )
     else:
         outcome = "not related"
     conformal_ok = g.n >= want
     kind = "conformal" if null.confidence is None else f"conformal (training-conditional, {null.confidence:.0%})"
-    method = (
-        kind
-        if p == g.conformal(score) and conformal_ok
-        else (f"{kind}, {g.scale.label()} beyond the nulls" if conformal_ok else f"parametric: {g.scale.label()}")
-    )
+    if p != g.conformal(score):  # the tail beyond every null score gave the p-value
+        method = f"{kind}, {g.scale.label()} beyond the nulls" if conformal_ok else f"parametric: {g.scale.label()}"
+    else:  # too few nulls with spread: the threshold comes from the tail
+        method = kind if conformal_ok or not g.has_spread else f"parametric: {g.scale.label()}"
     strata = {
         k: {"n": v.n, "p_value": v.p_value(score), "threshold": v.threshold(alpha)} for k, v in null.groups.items()
     }
