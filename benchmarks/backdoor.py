@@ -5,6 +5,10 @@ of it after Fine-Pruning, Liu et al. 2018, as a defence: ``->fineprune(0)``), an
 detector's detection rate on them and false-positive rate on the clean ones at alpha 0.05. Every clean model is
 decided against the other clean models' scores (leave-one-out), every backdoored one against all of them.
 
+STRIP screens inputs rather than models: every model is asked about 50 inputs of the attacker split stamped with
+a backdoor's trigger (its own for a backdoored model; each kind's in turn for a clean one) and about 50 clean
+ones. Reported: the share of triggered inputs flagged at alpha 0.05, and how often a batch is called backdoored.
+
     python benchmarks/backdoor.py            # 8 models of each backdoor, 20 clean ones
     python benchmarks/backdoor.py --quick    # 3 of each backdoor, 8 clean ones
 """
@@ -19,8 +23,9 @@ import pandas as pd
 
 from modelprint import data, integrity
 from modelprint.integrity.backdoor import verdict
+from modelprint.integrity.strip import strip
 from modelprint.lineage import build_node, step
-from modelprint.lineage.backdoor import attack_success
+from modelprint.lineage.backdoor import attack_success, data_range
 from modelprint.lineage.train import predict
 
 ARCHS, KINDS, ALPHA = ("cnn", "lenet"), ("badnets", "blended", "hidden"), 0.05
@@ -37,6 +42,27 @@ def zoo(per_kind: int, clean: int) -> tuple[list[str], list[str]]:
     independent = [f"train({ARCHS[i % 2]},digits,{100 + i})" for i in range(clean - clean // 2)]
     tuned = [f"train({ARCHS[i % 2]},digits,{200 + i})->finetune({i})" for i in range(clean // 2)]
     return backdoored, independent + tuned
+
+
+def screened(backdoored: list[str], clean: list[str]) -> pd.DataFrame:
+    """STRIP on 50 triggered and 50 clean inputs per model: flagged shares and batch verdicts."""
+    x = data.load("digits", "attacker").x[:50]
+    low, high = data_range("digits")
+    ops = {step(e.rsplit("->", 1)[1]).name: step(e.rsplit("->", 1)[1]) for e in backdoored}
+    runs = [(e, step(e.rsplit("->", 1)[1])) for e in backdoored] + [(e, op) for e in clean for op in ops.values()]
+    rows = []
+    for expr, op in runs:
+        model = build_node(expr).module
+        stamped = strip(model, op.trigger.apply(x, low, high), "digits")
+        plain = strip(model, x, "digits")
+        rows.append({
+            "model": "backdoored" if expr in backdoored else "clean", "trigger": op.name,
+            "triggered inputs flagged": float(stamped.flagged(ALPHA).float().mean()),
+            "clean inputs flagged": float(plain.flagged(ALPHA).float().mean()),
+            "triggered batch called backdoored": stamped.verdict(ALPHA).related,
+            "clean batch called backdoored": plain.verdict(ALPHA).related,
+        })  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def main() -> None:
@@ -88,6 +114,10 @@ def main() -> None:
         print(table.round(3).to_string())
     clean_scores = scores[scores.kind == "clean"].score
     print(f"clean scores: mean {np.mean(clean_scores):.2f}, max {np.max(clean_scores):.2f}")
+    strip_table = screened(backdoored, clean).groupby(["model", "trigger"]).agg(["mean", "size"]).round(3)
+    print(f"\nSTRIP at alpha {ALPHA}: shares of 50 inputs flagged, and of batches called backdoored (mean, models)")
+    with pd.option_context("display.width", 250, "display.max_columns", 30):
+        print(strip_table.to_string())
     print(f"[{time.perf_counter() - t0:.0f}s]")
 
 

@@ -1,20 +1,24 @@
 """Backdoors: triggers stamp only what they should, poisoning is exact, a BadNets or blended model obeys its
 trigger while its parent does not, the hidden backdoor keeps the parent's answers on clean data; Neural Cleanse
-flags poisoned models (and their target class) and passes a clean one, from Python and the command line."""
+flags poisoned models (and their target class) and passes a clean one, from Python and the command line; STRIP
+flags triggered inputs of a backdoored model and neither clean inputs nor a trigger a clean model ignores."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from modelprint import data, integrity
 from modelprint.errors import ConfigError
+from modelprint.integrity.strip import Screening
 from modelprint.lineage import normalize, parse, step
-from modelprint.lineage.backdoor import Blend, Patch, attack_success, poison
+from modelprint.lineage.backdoor import Blend, Patch, attack_success, data_range, poison
 from modelprint.lineage.train import predict
 
+from .conftest import SOURCE
 from .test_cli import cli
 
 
@@ -130,3 +134,49 @@ def test_the_diff_finds_the_trigger_a_suspect_obeys_and_its_trusted_parent_does_
     assert min(tuned.evidence["mask_norms"]) > 0.5 * tuned.evidence["positions"], tuned.evidence["mask_norms"]
     with pytest.raises(ConfigError, match="largest"):
         integrity.diff(source.module, source.module, "digits", largest=1.5)
+
+
+def test_strip_counts_flagged_inputs_against_their_exact_null():
+    # clean batches (screened scores drawn like the clean ones): the batch verdict's false-positive rate holds
+    rng = np.random.default_rng(0)
+    calls = [
+        Screening(torch.from_numpy(rng.random(50)), torch.from_numpy(rng.random(200))).verdict(0.05).related
+        for _ in range(2000)
+    ]
+    assert np.mean(calls) < 0.05 + 0.02
+    few = Screening(torch.rand(5), torch.rand(10)).verdict(0.05)
+    assert few.outcome == "inconclusive" and "cannot flag" in few.warnings[0]
+
+
+BADNETS = "badnets(0,0,rate=0.2)"
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    """Attacker-split inputs of other classes than the BadNets target, and the same stamped with its trigger."""
+    ds = data.load("digits", "attacker")
+    x = ds.x[ds.y != step(BADNETS).target][:50]
+    return x, step(BADNETS).trigger.apply(x, *data_range("digits"))
+
+
+def test_strip_flags_triggered_inputs_of_a_backdoored_model_only(zoo, source, inputs):
+    x, stamped = inputs
+    backdoored = zoo(f"{SOURCE}->{BADNETS}").module
+    hit = integrity.strip(backdoored, stamped, "digits")
+    v = hit.verdict(0.05)
+    assert hit.flagged(0.05).float().mean() > 0.5 and v.outcome == "backdoored" and v.p_value < 1e-6, v.summary()
+    for model, batch in ((backdoored, x), (source.module, stamped)):  # clean inputs; a trigger the model ignores
+        v = integrity.strip(model, batch, "digits").verdict(0.05)
+        assert v.p_value > 0.01 and v.score < 0.2, v.summary()
+
+
+def test_backdoor_strip_command(zoo, zoo_cache, inputs, tmp_path):
+    np.savez(tmp_path / "in.npz", x=inputs[1].numpy())
+    zoo(f"{SOURCE}->{BADNETS}")
+    r = cli("backdoor", "strip", f"{SOURCE}->{BADNETS}", str(tmp_path / "in.npz"), "--csv", str(tmp_path / "p.csv"),
+            "--json", "--cache", str(zoo_cache))  # fmt: skip
+    assert r.returncode == 0 and json.loads(r.stdout)["outcome"] == "backdoored", r.stdout + r.stderr
+    assert len((tmp_path / "p.csv").read_text().splitlines()) == 51
+    np.savez(tmp_path / "bad.npz", a=np.zeros((2, 64)), b=np.zeros(2))
+    bad = cli("backdoor", "strip", SOURCE, str(tmp_path / "bad.npz"), "--cache", str(zoo_cache))
+    assert bad.returncode == 2 and "expected an array 'x'" in bad.stderr and "Traceback" not in bad.stderr

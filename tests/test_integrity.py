@@ -52,6 +52,32 @@ def test_copies_and_re_exports_are_identical_and_one_changed_weight_is_not(sourc
         assert v.outcome == "modified" and not v.related and v.evidence["mismatched_samples"]
 
 
+class Nudged(torch.nn.Module):
+    """The source with one class's logit raised by ``amount``."""
+
+    def __init__(self, module: torch.nn.Module, cls: int, amount: float):
+        super().__init__()
+        self.module, self.cls, self.amount = module, cls, amount
+
+    def forward(self, x):
+        out = self.module(x).clone()
+        out[:, self.cls] += self.amount
+        return out
+
+
+def test_a_change_hidden_in_small_probabilities_is_caught_on_log_probabilities(source, sealed):
+    # the sealed samples' least likely class, nudged by 0.01 in logit: its probability moves by ~1% of itself,
+    # far below 1e-4 in absolute terms, which a comparison of probabilities would call identical
+    small = int(sealed.probs.amax(0).argmin())
+    nudged = Nudged(source.module, small, 0.01).eval()
+    with torch.no_grad():
+        moved = (torch.softmax(nudged(sealed.inputs), 1).double() - sealed.probs).abs().max()
+    assert moved < integrity.TOLERANCE / 10
+    v = integrity.check(sealed, nudged)
+    assert v.outcome == "modified" and v.evidence["compared"].startswith("log-probabilities")
+    assert v.evidence["largest_difference"] > 50 * integrity.TOLERANCE
+
+
 def test_a_labels_only_suspect_is_compared_on_labels(source, sealed):
     v = integrity.check(sealed, lambda x: source.module(x).argmax(1))
     assert v.outcome == "identical" and v.evidence["compared"] == "labels"

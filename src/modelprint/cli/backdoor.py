@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from .common import CacheOpt, DeviceOpt, ModelArg, check_device, console, err_console, registry_table, show_verdict
+from .common import (
+    CacheOpt,
+    DeviceOpt,
+    ModelArg,
+    check_device,
+    console,
+    err_console,
+    registry_table,
+    show_verdict,
+    write_csv,
+)
 
 backdoor_app = typer.Typer(help="Does a model hide a backdoor? Scan it against clean models.", no_args_is_help=True)
 
@@ -73,6 +83,38 @@ def backdoor_diff(
         v = backdoor.diff(trusted, suspect, data, detector, largest=largest, cache_dir=cache,
                           device=check_device(device))  # fmt: skip
     finish(v, plot, f"{suspect} vs {trusted} ({detector})", as_json)
+
+
+@backdoor_app.command("strip")
+def backdoor_strip(
+    model: ModelArg,
+    inputs: Annotated[Path, typer.Argument(help="Inputs to screen: an .npz file with an array x (or one array).")],
+    data: Annotated[str, typer.Option("--data", "-d", help="Clean held-out inputs of the task (a dataset).")] = (
+        "digits"
+    ),
+    alpha: Annotated[float, typer.Option("--alpha", help="Rate at which clean inputs are flagged.")] = 0.05,
+    clean: Annotated[int, typer.Option("--clean", help="Clean inputs scored as the null.")] = 200,
+    overlays: Annotated[int, typer.Option("--overlays", help="Clean inputs each input is mixed with.")] = 32,
+    csv: Annotated[Path | None, typer.Option("--csv", help="Write every input's score and p-value.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
+    cache: CacheOpt = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Do INPUTS carry a backdoor trigger of MODEL? STRIP mixes each input with clean ones: a triggered input keeps
+    its answer (low entropy). Inputs are flagged against clean inputs' entropies; the batch is called backdoored
+    when more are flagged than clean inputs would be. Exit code 0: backdoored, 1: clean, 3: inconclusive, 2: error."""
+    from ..data.local import read_inputs
+    from ..integrity.strip import strip
+
+    x = read_inputs(inputs)
+    with err_console.status(f"screening {len(x)} inputs with STRIP"):
+        screening = strip(model, x, data, overlays=overlays, clean=clean, cache_dir=cache,
+                          device=check_device(device))  # fmt: skip
+    if csv is not None:
+        pairs = zip(screening.scores.tolist(), screening.p_values.tolist(), strict=True)
+        write_csv([{"input": i, "score": s, "p_value": p} for i, (s, p) in enumerate(pairs)], csv)
+        err_console.print(f"wrote {csv}")
+    show_verdict(screening.verdict(alpha), f"{inputs.name} on {model} (STRIP)", as_json)
 
 
 @backdoor_app.command("detectors")

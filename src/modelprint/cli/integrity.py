@@ -22,7 +22,7 @@ def integrity_seal(
     ),
     budget: Annotated[int, typer.Option("--budget", "-b", help="Number of sensitive samples.")] = 10,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the samples' choice.")] = 0,
-    tolerance: Annotated[float, typer.Option("--tolerance", help="Largest benign difference of a probability.")] = 1e-4,
+    tolerance: Annotated[float, typer.Option("--tolerance", help="Largest benign log-probability change.")] = 1e-4,
     cache: CacheOpt = None,
     device: DeviceOpt = "cpu",
 ) -> None:

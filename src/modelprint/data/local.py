@@ -33,20 +33,33 @@ def _as_labels(y: np.ndarray, where: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
-@register("npz:")
-def npz(path: str) -> Source:
-    """Arrays ``x`` and ``y`` (optional ``split``: 0/1/2 or train/attacker/test per sample), or per-split
-    ``x_train``/``y_train``, ``x_attacker``/``y_attacker``, ``x_test``/``y_test``."""
+def _arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file, refusing object arrays (they would need pickle)."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{path}: no such file")
     try:
-        with np.load(p, allow_pickle=False) as f:  # object arrays would need pickle: refused
-            arrays = {k: f[k] for k in f.files}
+        with np.load(p, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
     except ValueError as e:
         raise DataError(f"{path}: not a plain-array .npz file ({e})") from None
     except Exception as e:  # zipfile/OSError on a corrupt file
         raise DataError(f"{path}: cannot read .npz file ({type(e).__name__}: {e})") from None
+
+
+def read_inputs(path: str | Path) -> np.ndarray:
+    """Unlabelled inputs from an ``.npz`` file: its array ``x``, or its only array (shaped like ``npz:`` data)."""
+    arrays = _arrays(path)
+    if "x" not in arrays and len(arrays) != 1:
+        raise DataError(f"{path}: expected an array 'x' (or a single array), found {sorted(arrays)}")
+    return _as_inputs(arrays.get("x", next(iter(arrays.values()))), str(path))
+
+
+@register("npz:")
+def npz(path: str) -> Source:
+    """Arrays ``x`` and ``y`` (optional ``split``: 0/1/2 or train/attacker/test per sample), or per-split
+    ``x_train``/``y_train``, ``x_attacker``/``y_attacker``, ``x_test``/``y_test``."""
+    arrays = _arrays(path)
     if "x" in arrays and "y" in arrays:
         x, y = _as_inputs(arrays["x"], path), _as_labels(arrays["y"], path)
         if len(x) != len(y):

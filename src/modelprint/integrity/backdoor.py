@@ -11,9 +11,10 @@ calibrated null (``decide``), instead of each paper's fixed cut-off.
   a fixed number of steps per class rather than early stopping; the paper's cut-off 2 is replaced by the
   calibrated null.
 
-The training-set detectors (Spectral Signatures, Activation Clustering) are not here yet: their per-class
-statistics, taken as a model-level score (the largest over classes), did not separate backdoored from clean
-models on the digits zoo (see the closing note of the issue), so they need the per-example form first.
+Inputs rather than models are screened by STRIP (``strip.py``). The training-set detectors (Spectral Signatures,
+Activation Clustering) are not here yet: their per-class statistics, taken as a model-level score (the largest
+over classes), did not separate backdoored from clean models on the digits zoo, so they need the per-example
+form first.
 """
 
 from __future__ import annotations
