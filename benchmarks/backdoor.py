@@ -114,8 +114,10 @@ def main() -> None:
         print(table.round(3).to_string())
     clean_scores = scores[scores.kind == "clean"].score
     print(f"clean scores: mean {np.mean(clean_scores):.2f}, max {np.max(clean_scores):.2f}")
-    strip_table = screened(backdoored, clean).groupby(["model", "trigger"]).agg(["mean", "size"]).round(3)
-    print(f"\nSTRIP at alpha {ALPHA}: shares of 50 inputs flagged, and of batches called backdoored (mean, models)")
+    screens = screened(backdoored, clean).groupby(["model", "trigger"])
+    strip_table = screens.mean().round(3)
+    strip_table.insert(0, "models", screens.size())
+    print(f"\nSTRIP at alpha {ALPHA}: shares of 50 inputs flagged, and of batches called backdoored")
     with pd.option_context("display.width", 250, "display.max_columns", 30):
         print(strip_table.to_string())
     print(f"[{time.perf_counter() - t0:.0f}s]")
