@@ -245,8 +245,9 @@ class Null:
         """The stratum a verdict is decided on: the one of the candidates giving the largest p-value."""
         return max(self._candidates(stratum, alpha), key=lambda g: (self.groups[g].p_value(score), g == MIXED))
 
-    def p_value(self, score: float, stratum: str | None = None) -> float:
-        return self.groups[self.stratum_for(score, stratum)].p_value(score)
+    def p_value(self, score: float, stratum: str | None = None, alpha: float | None = None) -> float:
+        """The p-value ``decide`` gives ``score`` (at ``alpha``, which decides the strata it may use)."""
+        return self.groups[self.stratum_for(score, stratum, alpha)].p_value(score)
 
     def threshold(self, alpha: float, stratum: str | None = None) -> float:
         check_alpha(alpha)

@@ -44,6 +44,7 @@ def watermark_embed(
 ) -> None:
     """Fine-tune MODEL with a secret key mixed into its training data; write the marked model and the key."""
     from .. import watermark
+    from ..access import WhiteBox
     from ..io import save_any
     from ..lineage import resolve
 
@@ -55,7 +56,13 @@ def watermark_embed(
         )
         out = save_any(marked, out, meta={"watermark": key.scheme.spec(), "key_sha256": key.owner_sha256})
         key.save(key_path)
-    console.print(f"wrote {out} and {key_path} ({key.scheme.spec()}, {len(key.labels)} key inputs)")
+        learnt = key.match_rate(WhiteBox(marked, num_classes=key.num_classes, device=device))
+    console.print(
+        f"wrote {out} and {key_path} ({key.scheme.spec()}, {len(key.labels)} key inputs; "
+        f"the marked model matches {learnt:.0%} of the key)"
+    )
+    if learnt < watermark.LEARNT:  # a key half learnt leaves a weak or unverifiable watermark
+        err_console.print("[bold yellow]warning:[/] the key is not learnt; embed again with more --epochs")
 
 
 @watermark_app.command("calibrate")

@@ -239,7 +239,11 @@ def verify(
         raise ConfigError(f"need 0 < delta < 1 and batch >= 1, got delta={delta}, batch={batch}")
     units = fp.budget // fp.unit
     order = torch.randperm(units, generator=torch.Generator().manual_seed(fp.seed))
-    looks, tau = math.ceil(units / batch), null.threshold(alpha, owner["stratum"])
+    looks, reachable = math.ceil(units / batch), math.isfinite(null.threshold(alpha, owner["stratum"]))
+
+    def significant(s: float) -> bool:  # decided as decide will (a count-scaled score is rounded, not compared)
+        return null.p_value(s, owner["stratum"], alpha) <= alpha
+
     sims: list[torch.Tensor] = []
     for look in range(looks):
         idx = order[look * batch : (look + 1) * batch]
@@ -247,11 +251,12 @@ def verify(
         sims.append(fp.scheme.unit_similarity(fp.responses[q], ask(fp.queries[q]), fp.num_classes))
         done = torch.cat(sims)
         mean, radius = float(done.double().mean()), serfling_radius(len(done), units, looks, delta)
-        if math.isfinite(tau) and (mean - radius > tau or mean + radius <= tau):
+        low, high = min(max(mean - radius, 0.0), 1.0), min(mean + radius, 1.0)
+        if reachable and (significant(low) or not significant(high)):
             break  # (an unreachable threshold decides nothing early: the verdict will say inconclusive)
-    # the full-budget score lies in [mean - radius, mean + radius] with probability 1 - delta: report the end
-    # that makes the weaker claim, so the p-value is valid for the full budget
-    bound = min(max(mean - radius, 0.0), 1.0) if mean - radius > tau else min(mean + radius, 1.0)
+    # the full-budget score lies in [low, high] with probability 1 - delta: report the end that makes the weaker
+    # claim, so the p-value is valid for the full budget
+    bound = low if significant(low) else high
     return decide(
         bound,
         null,

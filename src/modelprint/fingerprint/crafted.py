@@ -120,8 +120,8 @@ class Conferrable(Sampler):
     ``E = mean_surrogates p * (1 - mean_references p)`` is the conferrability, M the owner and S the surrogates'
     mean: transferable to the owner's surrogates, not to independent models, and adversarial for the owner.
     Kept, as in the paper: examples the owner now misclassifies with conferrability >= ``tau``, most conferrable
-    first (the next most conferrable fill the budget when fewer pass). Deviations: a black-box owner drops the two
-    owner terms; no dropout on ensemble members."""
+    first; when fewer pass, the budget is filled with the most conferrable of those the owner misclassifies, then
+    of the rest. Deviations: a black-box owner drops the two owner terms; no dropout on ensemble members."""
 
     def __init__(
         self,
@@ -176,8 +176,10 @@ class Conferrable(Sampler):
         with torch.no_grad():
             conf, _ = conferrability(x)
         x, conf = x.cpu(), conf.cpu()
-        passed = (ctx.owner.labels(x) != y0.cpu()) & (conf >= self.tau)
-        rank = conf + passed.float() * 2.0  # the examples that pass the paper's filter come first
+        wrong = ctx.owner.labels(x) != y0.cpu()
+        passed = wrong & (conf >= self.tau)
+        # the examples that pass the paper's filter come first, then those the owner gets wrong, most conferrable first
+        rank = conf + wrong.float() + passed.float() * 2.0
         return Queries(x[rank.argsort(descending=True)[: ctx.budget]])
 
 

@@ -39,6 +39,7 @@ _FIELDS = {
     **container.CALIBRATION_FIELDS,
 }
 _OPTIONAL = {**container.CALIBRATION_OPTIONAL, "owner_arch": ((str, type(None)), None)}
+LEARNT = 0.95  # the match rate at which embedding stops: the key is learnt
 
 
 def make_watermark(spec: str | Watermark) -> Watermark:
@@ -144,14 +145,14 @@ def embed(
     *,
     epochs: int = 20,
     lr: float = 0.002,
-    learnt: float = 0.95,
-    rounds: int = 3,
+    learnt: float = LEARNT,
+    rounds: int = 5,
     device: str = "cpu",
 ) -> tuple[nn.Module, Key]:
     """A watermarked copy of ``model`` and its key: the model is fine-tuned on its training data (``data``: a
     registered dataset's train split, a Dataset or (x, y) tensors) with the key's inputs mixed in (or, for a
-    white-box scheme, its regulariser added), in up to ``rounds`` runs of ``epochs`` until the marked model
-    matches at least ``learnt`` of the key."""
+    white-box scheme, its regulariser added, twice as strong in every round after the first), in up to ``rounds``
+    runs of ``epochs`` until the marked model matches at least ``learnt`` of the key."""
     model = model.module if isinstance(model, WhiteBox) else model
     if not isinstance(model, nn.Module):
         raise ConfigError(f"embedding a watermark trains the model: needs a torch module, not {type(model).__name__}")
@@ -165,12 +166,13 @@ def embed(
     key = Key(scheme, key_x, key_y, num_classes, name, key_seed, owner_arch=architecture(model))
     if scheme.white_box:  # trained in through a regulariser on the weights
         args = x, y
-        kw = {"penalty": lambda m: scheme.penalty(m, key_x, key_y)}
     else:  # mixed into the data: the key makes about a tenth of every epoch
         boost = max(1, round(0.1 * len(x) / len(key_x)))
         args = torch.cat([x, key_x.to(x.dtype).repeat(boost, *[1] * (x.ndim - 1))]), torch.cat([y, key_y.repeat(boost)])
-        kw = {}
     for round_ in range(rounds):  # until the key is learnt (a small network memorises random labels slowly)
+        kw = {}
+        if scheme.white_box:  # a regulariser the task's loss outweighs is doubled in every further round
+            kw["penalty"] = lambda m, k=2.0**round_: k * scheme.penalty(m, key_x, key_y)
         fit(marked, *args, epochs=epochs, lr=lr, seed=key_seed + round_, device=device, **kw)
         if key.match_rate(WhiteBox(marked, input_shape=tuple(x.shape[1:]), device=device)) >= learnt:
             break
