@@ -5,6 +5,10 @@ of it after Fine-Pruning, Liu et al. 2018, as a defence: ``->fineprune(0)``), an
 detector's detection rate on them and false-positive rate on the clean ones at alpha 0.05. Every clean model is
 decided against the other clean models' scores (leave-one-out), every backdoored one against all of them.
 
+Activation Clustering and Spectral Signatures sift a training set rather than judge a model: each backdoored model's
+own poisoned training set, and each clean model's clean one. Reported: recall and precision of the examples they
+remove, the AUC of their scores within the target class, and the share removed from classes without poison.
+
 STRIP screens inputs rather than models: every model is asked about 50 inputs of the attacker split stamped with
 a backdoor's trigger (its own for a backdoored model; each kind's in turn for a clean one) and about 50 clean
 ones. Reported: the share of triggered inputs flagged at alpha 0.05, and how often a batch is called backdoored.
@@ -65,6 +69,27 @@ def screened(backdoored: list[str], clean: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def sifted(backdoored: list[str], clean: list[str]) -> pd.DataFrame:
+    """The training-set detectors on each backdoored model's own poisoned training set (recall and precision of the
+    removed examples, AUC of the scores within the target class) and on each clean model's clean attacker split
+    (the share of it removed)."""
+    ds = data.load("digits", "attacker")
+    rows = []
+    for name in integrity.SIFTERS.names():
+        for expr in backdoored:
+            op = step(expr.rsplit("->", 1)[1])
+            x, y, poisoned = op.training_data("digits")
+            found = integrity.sift(build_node(expr).module, (x, y), name)
+            other = found.flagged & (y != op.target)
+            rows.append({"detector": name, "kind": op.name, **found.against(poisoned),
+                         "removed from other classes": float(other.float().mean())})  # fmt: skip
+        for expr in clean:
+            found = integrity.sift(build_node(expr).module, (ds.x, ds.y), name)
+            rows.append({"detector": name, "kind": "clean", "removed": int(found.flagged.sum()),
+                         "removed from other classes": float(found.flagged.float().mean())})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -120,6 +145,12 @@ def main() -> None:
     print(f"\nSTRIP at alpha {ALPHA}: shares of 50 inputs flagged, and of batches called backdoored")
     with pd.option_context("display.width", 250, "display.max_columns", 30):
         print(strip_table.to_string())
+    sifts = sifted(backdoored, clean).groupby(["detector", "kind"])
+    sift_table = sifts.mean().round(3)
+    sift_table.insert(0, "models", sifts.size())
+    print("\ntraining-set detectors on each model's training set (means; clean: its clean attacker split)")
+    with pd.option_context("display.width", 250, "display.max_columns", 30):
+        print(sift_table.to_string())
     print(f"[{time.perf_counter() - t0:.0f}s]")
 
 

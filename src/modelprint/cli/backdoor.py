@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from .common import (
     CacheOpt,
@@ -34,6 +35,7 @@ def backdoor_scan(
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Write the reversed trigger and mask norms (PNG).")
     ] = None,
+    report: ReportOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
     cache: CacheOpt = None,
     device: DeviceOpt = "cpu",
@@ -47,17 +49,30 @@ def backdoor_scan(
         nulls = backdoor.scores(detector, null, data, cache_dir=cache, device=device)
     with err_console.status(f"scanning {model}"):
         v = backdoor.scan(model, data, detector, null_scores=nulls, alpha=alpha, cache_dir=cache, device=device)
-    finish(v, plot, f"{model} ({detector})", as_json)
+    finish(v, plot, report, f"{model} ({detector})", as_json, data, nulls)
 
 
-def finish(v, plot: Path | None, title: str, as_json: bool) -> None:
-    """Write the plot if asked, then show the verdict (the mask only in JSON: an image, not a number to read)."""
-    if plot is not None:
+ReportOpt = Annotated[
+    Path | None, typer.Option("--report", help="Write an HTML report: the trigger, every class, the null.")
+]
+
+
+def finish(v, plot: Path | None, report: Path | None, title: str, as_json: bool, data: str, nulls=None) -> None:
+    """Write the plot and the report if asked, then show the verdict (the trigger's mask and pattern only in JSON:
+    images, not numbers to read)."""
+    from ..integrity import report as pages
+
+    if plot is not None and "mask" in v.evidence:
         write_plot(v.evidence, plot)
         err_console.print(f"wrote {plot}")
-    mask = v.evidence.pop("mask", None)
-    if as_json and mask is not None:
-        v.evidence["mask"] = mask
+    if report is not None:
+        from ..fingerprint.helpers import held_out
+
+        pages.write(report, v, f"modelprint backdoor report: {title}", nulls, held_out(data)[0][:8])
+        err_console.print(f"wrote {report}")
+    images = {k: v.evidence.pop(k) for k in ("mask", "pattern") if k in v.evidence}
+    if as_json:
+        v.evidence.update(images)
     show_verdict(v, title, as_json)
 
 
@@ -71,6 +86,7 @@ def backdoor_diff(
     ),
     largest: Annotated[float, typer.Option("--largest", help="Largest trigger, a fraction of the input.")] = 0.25,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write the trigger found and mask norms (PNG).")] = None,
+    report: ReportOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
     cache: CacheOpt = None,
     device: DeviceOpt = "cpu",
@@ -82,7 +98,7 @@ def backdoor_diff(
     with err_console.status(f"searching triggers {suspect} obeys and {trusted} does not"):
         v = backdoor.diff(trusted, suspect, data, detector, largest=largest, cache_dir=cache,
                           device=check_device(device))  # fmt: skip
-    finish(v, plot, f"{suspect} vs {trusted} ({detector})", as_json)
+    finish(v, plot, report, f"{suspect} vs {trusted} ({detector})", as_json, data)
 
 
 @backdoor_app.command("strip")
@@ -117,32 +133,60 @@ def backdoor_strip(
     show_verdict(screening.verdict(alpha), f"{inputs.name} on {model} (STRIP)", as_json)
 
 
+@backdoor_app.command("sift")
+def backdoor_sift(
+    model: ModelArg,
+    examples: Annotated[Path, typer.Argument(help="Its training set: an .npz file with arrays x and y.")],
+    detector: Annotated[
+        str, typer.Option("--detector", help="activation-clustering or spectral-signatures(eps=...).")
+    ] = "activation-clustering",
+    csv: Annotated[Path | None, typer.Option("--csv", help="Write every example's score and removal.")] = None,
+    cache: CacheOpt = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Which examples of MODEL's training set were poisoned? Reads MODEL's last hidden representation of every
+    example and removes, class by class, those that stand apart as each paper prescribes (a ranking, no p-value).
+    Exit code 0: examples removed, 1: none, 2: error."""
+    import torch
+
+    from ..data.local import read_examples
+    from ..integrity.sift import sift
+
+    x, y = read_examples(examples)
+    with err_console.status(f"sifting {len(x)} examples with {detector}"):
+        found = sift(model, (torch.from_numpy(x), torch.from_numpy(y)), detector, cache_dir=cache,
+                     device=check_device(device))  # fmt: skip
+    if csv is not None:
+        rows = zip(y.tolist(), found.scores.tolist(), found.flagged.tolist(), strict=True)
+        write_csv([{"example": i, "label": c, "score": s, "removed": f} for i, (c, s, f) in enumerate(rows)], csv)
+        err_console.print(f"wrote {csv}")
+    table = Table(title=f"{examples.name} sifted by {found.detector}")
+    for name in ("class", "examples", "removed"):
+        table.add_column(name, justify="right")
+    for row in found.per_class():
+        table.add_row(str(row["class"]), str(row["examples"]), str(row["flagged"]))
+    console.print(table)
+    removed = int(found.flagged.sum())
+    console.print(f"{removed} of {len(y)} examples removed as poisoned in {model}'s training set")
+    raise typer.Exit(0 if removed else 1)
+
+
 @backdoor_app.command("detectors")
 def backdoor_detectors() -> None:
-    """The backdoor detectors with their parameters."""
-    from ..integrity import DETECTORS
+    """The backdoor detectors with their parameters (models, then training sets)."""
+    from ..integrity import DETECTORS, SIFTERS
 
     console.print(registry_table("backdoor detectors", DETECTORS))
+    console.print(registry_table("training-set detectors", SIFTERS))
 
 
 def write_plot(evidence: dict, path: Path) -> None:
     """The reversed trigger's mask for the flagged class beside every class's mask norm."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    mask, norms = np.asarray(evidence["mask"], dtype=float), evidence["mask_norms"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.2))
-    shown = mask if mask.ndim == 2 else mask.reshape(1, -1)
-    left.imshow(shown, cmap="magma", vmin=0, vmax=1, aspect="auto" if mask.ndim != 2 else "equal")
-    left.set_title(f"reversed trigger mask, class {evidence['class']}")
-    left.set_xticks([]), left.set_yticks([])
-    colours = ["tab:red" if i == evidence["class"] else "tab:gray" for i in range(len(norms))]
-    right.bar(range(len(norms)), norms, color=colours)
-    right.set_xlabel("class"), right.set_ylabel("mask L1 norm"), right.set_title("smallest trigger per class")
-    fig.tight_layout()
+    from ..integrity.report import figure
+
+    fig = figure(evidence)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -55,6 +55,17 @@ def read_inputs(path: str | Path) -> np.ndarray:
     return _as_inputs(arrays.get("x", next(iter(arrays.values()))), str(path))
 
 
+def read_examples(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Labelled examples from an ``.npz`` file: its arrays ``x`` and ``y``, all of them (no split)."""
+    arrays = _arrays(path)
+    if "x" not in arrays or "y" not in arrays:
+        raise DataError(f"{path}: expected arrays 'x' and 'y', found {sorted(arrays)}")
+    x, y = _as_inputs(arrays["x"], str(path)), _as_labels(arrays["y"], str(path))
+    if len(x) != len(y):
+        raise DataError(f"{path}: {len(x)} inputs but {len(y)} labels")
+    return x, y
+
+
 @register("npz:")
 def npz(path: str) -> Source:
     """Arrays ``x`` and ``y`` (optional ``split``: 0/1/2 or train/attacker/test per sample), or per-split

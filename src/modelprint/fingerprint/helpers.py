@@ -57,6 +57,14 @@ def held_out(data: Data) -> tuple[torch.Tensor, torch.Tensor, str]:
     return x, y, remember(x.numpy(), y.numpy(), tensors_digest("", {"x": x, "y": y})[:16])
 
 
+def training_set(data: Data) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """As ``held_out``, but a registered dataset gives its train split (the examples a model learnt from)."""
+    if isinstance(data, str):
+        ds = datasets.load(data, "train")
+        return ds.x, ds.y, data
+    return held_out(data)
+
+
 def as_owner(owner: Model | nn.Module, x: torch.Tensor, device: str) -> Model:
     if isinstance(owner, Model):
         return owner

@@ -109,7 +109,7 @@ class NeuralCleanse(Detector):
         if trusted is not None:
             trusted = trusted.eval().requires_grad_(False)
         x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))[: self.inputs]]
-        masks, _, rates = self.reverse(model, x, int(model(x[:1]).shape[1]), trusted)
+        masks, patterns, rates = self.reverse(model, x, int(model(x[:1]).shape[1]), trusted)
         norms = masks.flatten(1).sum(1).cpu().numpy().astype(np.float64)
         median = np.median(norms)
         mad = 1.4826 * np.median(np.abs(norms - median)) or 1e-12
@@ -121,6 +121,7 @@ class NeuralCleanse(Detector):
             "anomaly_index": index.round(3).tolist(),
             "trigger_success": float(rates[flagged]),
             "mask": masks[flagged].squeeze().cpu().tolist(),
+            "pattern": patterns[flagged].squeeze().cpu().tolist(),
         }
 
 

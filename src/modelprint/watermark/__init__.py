@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from .. import container
-from .. import data as datasets
 from ..access import Model, WhiteBox, architecture
 from ..decide import Null, check_alpha, decide, decide_binomial, describe_null, rate_null
 from ..digest import module_digest
@@ -128,15 +127,6 @@ class Key(container.Calibrated):
         )
 
 
-def _training_data(data) -> tuple[torch.Tensor, torch.Tensor, str]:
-    if isinstance(data, str):
-        ds = datasets.load(data, "train")
-        return ds.x, ds.y, data
-    from ..fingerprint.helpers import held_out
-
-    return held_out(data)
-
-
 def embed(
     model: nn.Module,
     scheme: str | Watermark = "trigger-set",
@@ -157,7 +147,9 @@ def embed(
     if not isinstance(model, nn.Module):
         raise ConfigError(f"embedding a watermark trains the model: needs a torch module, not {type(model).__name__}")
     scheme = make_watermark(scheme).for_model(model)
-    x, y, name = _training_data(data)
+    from ..fingerprint.helpers import training_set
+
+    x, y, name = training_set(data)
     num_classes = WhiteBox(model, input_shape=tuple(x.shape[1:]), device=device).num_classes
     gen = torch.Generator().manual_seed(key_seed)
     key_x, key_y = scheme.make_key(model, x, y, num_classes, gen)
