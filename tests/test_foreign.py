@@ -224,3 +224,30 @@ def test_a_custom_benchmark_with_an_onnx_source_skips_what_needs_gradients(files
     assert r.returncode == 0, r.stderr
     assert "skipped IPGuard" in r.stdout and "gradients" in r.stdout
     assert "1.00/1.00" in " ".join(r.stdout.split())  # AKH tells the TorchScript copy from the 5 negatives
+
+
+def test_a_foreign_networks_poisoned_training_set_is_sifted(tmp_path):
+    """Poisoning by the owner's own code, not modelprint's operations: a diagonal of bright pixels in the top-left
+    corner on a tenth of the digits training set, relabelled 5, learnt by the foreign network's own loop (99.6%
+    attack success). The command reads its hidden layer from a state dict and its class, and scores every example.
+    Measured, not asserted: through this network's LayerNorm-ed residual features neither detector isolates the
+    poisoned examples (README), unlike on the zoo's CNNs and LeNets (tests/test_sift.py)."""
+    ds = data.load("digits", "train")
+    x, y = ds.x.float().clone(), ds.y.clone()
+    chosen = torch.randperm(len(y), generator=torch.Generator().manual_seed(3))[: len(y) // 10]
+    chosen = chosen[y[chosen] != 5]
+    for i in range(3):
+        x[chosen, 0, i, i] = float(x.max())
+    y[chosen] = 5
+    torch.manual_seed(4)
+    model = weights(train(Residual(), x, y, 4), tmp_path / "m.safetensors")
+    np.savez(tmp_path / "train.npz", x=x.numpy(), y=y.numpy())
+    for detector in ("activation-clustering", "spectral-signatures(eps=0.1)"):
+        csv = tmp_path / "sift.csv"
+        r = cli(*RESIDUAL, "backdoor", "sift", model, str(tmp_path / "train.npz"), "--detector", detector,
+                "--csv", str(csv))  # fmt: skip
+        assert r.returncode in (0, 1) and "examples removed as poisoned" in r.stdout, r.stdout + r.stderr
+        rows = [line.split(",") for line in csv.read_text().splitlines()[1:]]
+        assert len(rows) == len(y) and all(int(c) == int(label) for (_, c, _, _), label in zip(rows, y, strict=True))
+    bare = cli("backdoor", "sift", model, str(tmp_path / "train.npz"))  # weights without their class
+    assert bare.returncode == 2 and "--arch" in bare.stderr and "Traceback" not in bare.stderr
