@@ -92,13 +92,16 @@ def test_verify_needs_a_calibrated_fingerprint(fingerprints, source):
         mp.verify(fingerprints("AKH"), source.module)
 
 
-def test_sequential_verification_stops_early_and_agrees(akh, source, independents):
-    full = mp.verify(akh, source.module)
-    seq = mp.verify(akh, source.module, sequential=True, batch=5)
-    assert seq.related == full.related and seq.queries < akh.budget
-    assert seq.evidence["sequential"]["queries_saved"] == akh.budget - seq.queries
-    far = mp.verify(akh, independents[1], sequential=True, batch=5)
-    assert not far.related and far.queries <= akh.budget
+def test_sequential_verification_stops_early_and_agrees(fingerprints, nulls, source, independents):
+    # 100 queries: with 40, a null model at 0.875 agreement (one thread) leaves the owner's lower bound below the
+    # threshold until the last batch; with 100 it clears any threshold up to 0.93 by 90 queries
+    fp = mp.calibrate(fingerprints("AKH", 100), nulls)
+    full = mp.verify(fp, source.module)
+    seq = mp.verify(fp, source.module, sequential=True, batch=10)
+    assert full.related and seq.related and seq.queries < fp.budget
+    assert seq.evidence["sequential"]["queries_saved"] == fp.budget - seq.queries
+    far = mp.verify(fp, independents[1], sequential=True, batch=10)
+    assert not far.related and far.queries <= fp.budget
 
 
 def test_sequential_refuses_schemes_without_per_query_scores(fingerprints, nulls, source):

