@@ -60,13 +60,12 @@ ReportOpt = Annotated[
 def finish(v, plot: Path | None, report: Path | None, title: str, as_json: bool, data: str, nulls=None) -> None:
     """Write the plot and the report if asked, then show the verdict (the trigger's mask and pattern only in JSON:
     images, not numbers to read)."""
-    from ..integrity import report as pages
-
     if plot is not None and "mask" in v.evidence:
         write_plot(v.evidence, plot)
         err_console.print(f"wrote {plot}")
-    if report is not None:
+    if report is not None:  # (pandas and the page writer only when a report is asked for)
         from ..fingerprint.helpers import held_out
+        from ..integrity import report as pages
 
         pages.write(report, v, f"modelprint backdoor report: {title}", nulls, held_out(data)[0][:8])
         err_console.print(f"wrote {report}")

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bench.report import png, provenance, write_page
 from ..verdict import Verdict, format_p
 
 
@@ -77,6 +76,7 @@ def write(path: str | Path, v: Verdict, title: str, null_scores=None, clean=None
     ``null_scores``: the clean models' scores a scan was decided against; ``clean``: a few clean inputs, shown
     with the reversed trigger applied."""
     from .. import __version__
+    from ..bench.report import png, provenance, write_page
 
     sections = {"verdict": _verdict_table(v)}
     if "mask" in v.evidence:
@@ -95,6 +95,8 @@ def _stamped(evidence: dict, x) -> str:
     """A few clean inputs with the reversed trigger applied (images of one channel; other inputs are read in the
     mask above)."""
     import matplotlib.pyplot as plt
+
+    from ..bench.report import png
 
     x = np.asarray(x, dtype=float)
     if x.ndim != 4 or x.shape[1] != 1 or "pattern" not in evidence:

@@ -51,6 +51,11 @@ class Sifter(Params):
         raise NotImplementedError
 
 
+def _nothing(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores of 0 and no removal for ``n`` examples, which each class's own then replace."""
+    return torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.bool)
+
+
 def _classes(labels: torch.Tensor, smallest: int):
     """The rows of every class with at least ``smallest`` examples."""
     for c in labels.unique().tolist():
@@ -70,7 +75,7 @@ class SpectralSignatures(Sifter):
         self.eps = eps
 
     def sift(self, features, labels):
-        scores, flagged = torch.zeros(len(labels), dtype=torch.float64), torch.zeros(len(labels), dtype=torch.bool)
+        scores, flagged = _nothing(len(labels))
         for _, rows in _classes(labels, 2):
             centred = features[rows].double() - features[rows].double().mean(0)
             top = torch.linalg.svd(centred, full_matrices=False).Vh[0]
@@ -113,7 +118,7 @@ class ActivationClustering(Sifter):
 
     def sift(self, features, labels):
         features = features.double()
-        scores, flagged = torch.zeros(len(labels), dtype=torch.float64), torch.zeros(len(labels), dtype=torch.bool)
+        scores, flagged = _nothing(len(labels))
         for c, rows in _classes(labels, 2 * self.dims):
             split = self.split(features[rows])
             if split is None:
