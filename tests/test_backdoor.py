@@ -1,6 +1,7 @@
 """Backdoors: triggers stamp only what they should, poisoning is exact, a BadNets or blended model obeys its
 trigger while its parent does not, the hidden backdoor keeps the parent's answers on clean data; Neural Cleanse
-flags poisoned models (and their target class) and passes a clean one, from Python and the command line; STRIP
+flags poisoned models (and their target class) and passes a clean one, from Python and the command line; the diff
+against a trusted parent finds a BadNets trigger from gradients and from the suspect's labels alone; STRIP
 flags triggered inputs of a backdoored model and neither clean inputs nor a trigger a clean model ignores."""
 
 from __future__ import annotations
@@ -191,3 +192,25 @@ def test_backdoor_strip_command(zoo, zoo_cache, inputs, tmp_path):
     np.savez(tmp_path / "bad.npz", a=np.zeros((2, 64)), b=np.zeros(2))
     bad = cli("backdoor", "strip", SOURCE, str(tmp_path / "bad.npz"), "--cache", str(zoo_cache))
     assert bad.returncode == 2 and "expected an array 'x'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_label_only_diff_finds_the_trigger_from_answers_alone(zoo, source):
+    """The suspect only as a callable answering labels (what a served API gives): the search reads its labels."""
+    from modelprint.access import BlackBox
+
+    def api(module):
+        return BlackBox(lambda x: module(x).argmax(1), "labels", input_shape=(1, 8, 8))
+
+    search = "label-search(steps=60,samples=8)"
+    poisoned = zoo("train(cnn,digits,0)->badnets(0,0,rate=0.2)").module
+    found = integrity.diff(source.module, api(poisoned), "digits", search)
+    assert found.outcome == "backdoored" and found.evidence["class"] == 0, found.summary()
+    assert found.evidence["trigger_positions"] < 0.15 * found.evidence["positions"]
+    assert found.queries == found.evidence["label_queries"] > 100_000
+    tuned = integrity.diff(source.module, api(zoo("train(cnn,digits,0)->finetune(1)").module), "digits", search)
+    assert tuned.outcome == "clean" and not tuned.related
+    assert min(tuned.evidence["mask_norms"]) == tuned.evidence["positions"], tuned.evidence["mask_norms"]
+    with pytest.raises(ConfigError, match="label-search"):
+        integrity.diff(source.module, api(poisoned), "digits")  # Neural Cleanse needs the suspect's gradients
+    with pytest.raises(ConfigError, match="success"):
+        integrity.DETECTORS.from_spec("label-search(success=1.5)")

@@ -37,6 +37,7 @@ def served(source):
     app.mount("/probs", create_app(owner, "owner", "probs"))
     app.mount("/anon", create_app(owner, "owner", "labels", limit=5000))
     app.mount("/keyed", create_app(owner, "owner", "labels", limit=5000, api_keys=KEYS))
+    app.mount("/open", create_app(owner, "owner", "labels"))
     url, stop = start(app)
     yield url, owner
     stop()
@@ -301,6 +302,26 @@ def test_verify_over_http(served, zoo_cache, tmp_path):
     r = runner.invoke(app, ["verify", str(fp), "--url", f"{url}/labels", "--model-name", "owner", "--json"])
     assert r.exit_code == 0 and '"related": true' in r.output and '"queries": 40' in r.output, r.output
     both = runner.invoke(app, ["verify", str(fp), "train(cnn,digits,0)", "--url", url])
+    assert isinstance(both.exception, ConfigError)
+
+
+def test_backdoor_diff_over_http(served, zoo_cache):
+    """A served suspect is searched through its labels; the trusted model is the one it serves, so no trigger."""
+    from typer.testing import CliRunner
+
+    from modelprint.cli import app
+
+    url, _ = served
+    runner, cache = CliRunner(), ["--cache", str(zoo_cache)]
+    quick = ["--detector", "label-search(steps=3,samples=2,inputs=4,checked=8)"]
+    r = runner.invoke(app, ["backdoor", "diff", "train(cnn,digits,0)", "--url", f"{url}/open", "--model-name",
+                            "owner", *quick, "--json", *cache])  # fmt: skip
+    assert r.exit_code == 1, r.output
+    v = json.loads(r.output)
+    assert v["outcome"] == "clean" and v["queries"] == v["evidence"]["label_queries"] > 480, v
+    nc = runner.invoke(app, ["backdoor", "diff", "train(cnn,digits,0)", "--url", url, "--detector", "neural-cleanse"])
+    assert isinstance(nc.exception, ConfigError) and "label-search" in str(nc.exception)
+    both = runner.invoke(app, ["backdoor", "diff", "train(cnn,digits,0)", "train(cnn,digits,0)", "--url", url])
     assert isinstance(both.exception, ConfigError)
 
 

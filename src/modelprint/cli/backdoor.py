@@ -8,7 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..errors import ConfigError
 from .common import (
+    ApiKeyOpt,
     CacheOpt,
     DeviceOpt,
     ModelArg,
@@ -78,11 +80,19 @@ def finish(v, plot: Path | None, report: Path | None, title: str, as_json: bool,
 @backdoor_app.command("diff")
 def backdoor_diff(
     trusted: Annotated[str, typer.Argument(help="The trusted model (a file, folder or expression).")],
-    suspect: Annotated[str, typer.Argument(help="The suspect derived from it.")],
+    suspect: Annotated[str | None, typer.Argument(help="The suspect derived from it.")] = None,
+    url: Annotated[
+        str | None, typer.Option("--url", help="A suspect served over the Open Inference Protocol, as labels.")
+    ] = None,
+    model_name: Annotated[str, typer.Option("--model-name", help="The served model's name (with --url).")] = "model",
+    api_key: ApiKeyOpt = None,
     data: Annotated[str, typer.Option("--data", "-d", help="Clean inputs of the task (a dataset name).")] = "digits",
-    detector: Annotated[str, typer.Option("--detector", help="A detector spec (modelprint backdoor detectors).")] = (
-        "neural-cleanse"
-    ),
+    detector: Annotated[
+        str | None,
+        typer.Option(
+            "--detector", help="neural-cleanse (white-box, the default) or label-search (labels only; with --url)."
+        ),
+    ] = None,
     largest: Annotated[float, typer.Option("--largest", help="Largest trigger, a fraction of the input.")] = 0.25,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write the trigger found and mask norms (PNG).")] = None,
     report: ReportOpt = None,
@@ -90,12 +100,26 @@ def backdoor_diff(
     cache: CacheOpt = None,
     device: DeviceOpt = "cpu",
 ) -> None:
-    """Does SUSPECT hide a backdoor that TRUSTED does not? Searches the smallest trigger that sends SUSPECT to a
-    class while TRUSTED keeps its answers. Exit code 0: backdoored (a trigger found), 1: clean, 2: error."""
+    """Does SUSPECT (or the model at --url) hide a backdoor that TRUSTED does not? Searches the smallest trigger
+    that sends the suspect to a class while TRUSTED keeps its answers: from gradients (neural-cleanse), or from
+    labels alone (label-search, the default with --url; some 500,000 queries). Exit code 0: backdoored (a trigger
+    found), 1: clean, 2: error."""
+    from contextlib import nullcontext
+
     from ..integrity import backdoor
 
-    with err_console.status(f"searching triggers {suspect} obeys and {trusted} does not"):
-        v = backdoor.diff(trusted, suspect, data, detector, largest=largest, cache_dir=cache,
+    if (suspect is None) == (url is None):
+        raise ConfigError("give either a SUSPECT or --url (with --model-name)")
+    detector = detector or ("neural-cleanse" if url is None else "label-search")
+    if url is not None and backdoor.make_detector(detector).needs != "labels":
+        raise ConfigError(f"{detector} reads the suspect's gradients; a served suspect needs --detector label-search")
+    served = nullcontext(suspect)
+    if url is not None:
+        from ..remote import RemoteModel
+
+        served, suspect = RemoteModel(url, model_name, "labels", api_key=api_key), f"{url} ({model_name})"
+    with err_console.status(f"searching triggers {suspect} obeys and {trusted} does not"), served as model:
+        v = backdoor.diff(trusted, model, data, detector, largest=largest, cache_dir=cache,
                           device=check_device(device))  # fmt: skip
     finish(v, plot, report, f"{suspect} vs {trusted} ({detector})", as_json, data)
 

@@ -11,10 +11,12 @@ calibrated null (``decide``), instead of each paper's fixed cut-off.
   a fixed number of steps per class rather than early stopping; the paper's cut-off 2 is replaced by the
   calibrated null.
 
-Inputs rather than models are screened by STRIP (``strip.py``). The training-set detectors (Spectral Signatures,
-Activation Clustering) are not here yet: their per-class statistics, taken as a model-level score (the largest
-over classes), did not separate backdoored from clean models on the digits zoo, so they need the per-example
-form first.
+- ``label-search`` (``decision.py``): the same question asked of a model seen only through its labels (a served
+  API), by natural evolution strategies as in B3D.
+
+Inputs rather than models are screened by STRIP (``strip.py``); training sets by Activation Clustering and
+Spectral Signatures (``sift.py``): their per-class statistics, taken as a model-level score, did not separate
+backdoored from clean models on the digits zoo.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Detector(Params):
     what the suspect ``model`` does that the trusted one does not."""
 
     scale: ClassVar[Scale] = Scale("real")
+    needs: ClassVar[str] = "gradients"  # or "labels": models are then read through ``labels(x)`` alone
 
     def score(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, trusted: nn.Module | None = None
@@ -110,19 +113,29 @@ class NeuralCleanse(Detector):
             trusted = trusted.eval().requires_grad_(False)
         x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))[: self.inputs]]
         masks, patterns, rates = self.reverse(model, x, int(model(x[:1]).shape[1]), trusted)
-        norms = masks.flatten(1).sum(1).cpu().numpy().astype(np.float64)
-        median = np.median(norms)
-        mad = 1.4826 * np.median(np.abs(norms - median)) or 1e-12
-        index = (median - norms) / mad  # only small masks are suspicious
-        flagged = int(index.argmax())
-        return float(index[flagged]), {
-            "class": flagged,
-            "mask_norms": norms.round(3).tolist(),
-            "anomaly_index": index.round(3).tolist(),
-            "trigger_success": float(rates[flagged]),
-            "mask": masks[flagged].squeeze().cpu().tolist(),
-            "pattern": patterns[flagged].squeeze().cpu().tolist(),
-        }
+        return outlier(masks.flatten(1).sum(1).cpu().numpy().astype(np.float64), rates, masks, patterns)
+
+
+def anomaly(norms: np.ndarray, floor: float = 1e-12) -> np.ndarray:
+    """Neural Cleanse's anomaly index of every class's trigger size: ``(median - norm) / (1.4826 MAD)``, so that
+    only triggers smaller than most are suspicious; the scale is at least ``floor``."""
+    median = np.median(norms)
+    return (median - norms) / max(1.4826 * np.median(np.abs(norms - median)), floor)
+
+
+def outlier(norms: np.ndarray, rates, masks: torch.Tensor, patterns: torch.Tensor, floor: float = 1e-12):
+    """The score (the largest anomaly index) and details of a search for every class's smallest trigger: the
+    flagged class, every class's trigger size and anomaly index, and the flagged trigger itself."""
+    index = anomaly(norms, floor)
+    flagged = int(index.argmax())
+    return float(index[flagged]), {
+        "class": flagged,
+        "mask_norms": norms.round(3).tolist(),
+        "anomaly_index": index.round(3).tolist(),
+        "trigger_success": float(rates[flagged]),
+        "mask": masks[flagged].squeeze().cpu().tolist(),
+        "pattern": patterns[flagged].squeeze().cpu().tolist(),
+    }
 
 
 def make_detector(spec: str | Detector) -> Detector:
@@ -144,21 +157,28 @@ def measure(
     details (for Neural Cleanse: the flagged class, every class's mask norm, the flagged trigger's mask). With
     ``trusted`` (a model the suspect should behave like), only what ``model`` does and ``trusted`` does not counts:
     the backdoor diff between two models."""
+    from ..access import hard_labels
     from ..fingerprint.helpers import held_out
-    from ..lineage import resolve
+    from ..lineage import resolve, resolve_model
     from ..nets import clone
 
+    detector = make_detector(detector)
+    x, y, _ = held_out(data)
+
     def module(m) -> nn.Module:
+        if detector.needs == "labels":  # any model that answers labels: a file, a module, a served API
+            classes = int(y.max()) + 1
+            return hard_labels(resolve_model(m, tuple(x.shape[1:]), classes, cache_dir, device))
         m = resolve(m, cache_dir=cache_dir, device=device)
         if not isinstance(m, nn.Module):
-            raise ConfigError(f"backdoor detectors read a model's gradients and layers, not a {type(m).__name__}")
+            raise ConfigError(
+                f"{detector.spec()} reads a model's gradients and layers, not a {type(m).__name__}: "
+                "use --detector label-search for a model seen through its labels"
+            )
         # a copy: the detector freezes and casts the model it reads, and the caller's must stay as it was
         return clone(m).to(device).float()
 
-    x, y, _ = held_out(data)
-    return make_detector(detector).score(
-        module(model), x.to(device), y.to(device), None if trusted is None else module(trusted)
-    )
+    return detector.score(module(model), x.to(device), y.to(device), None if trusted is None else module(trusted))
 
 
 def scan(
@@ -188,7 +208,9 @@ def diff(
     the trusted model keeps its answers. A trigger covering at most ``largest`` of the input's positions is the
     finding: "backdoored", with the trigger in the evidence to check by applying it. A deterministic check
     like an integrity seal's (no null models; no p-value). Fine-tunes and pruned copies of a digits CNN leave no
-    such trigger at any size; backdoored ones one of 2-4 of 64 pixels."""
+    such trigger at any size; backdoored ones one of 2-4 of 64 pixels. With ``detector="label-search"`` both
+    models are read through their labels alone (the suspect may be a served API), at the cost of its queries,
+    and a trigger succeeds where the suspect goes to its class and the trusted model does not."""
     if not 0 < largest < 1:
         raise ConfigError(f"largest must be a fraction of the input in (0, 1), got {largest}")
     detector = make_detector(detector)
@@ -197,7 +219,8 @@ def diff(
     smallest = min(details["mask_norms"])
     found = smallest <= largest * positions  # a class never reached keeps the whole input, above any `largest`
     return Verdict(
-        score=1 - smallest / positions, threshold=1 - largest, p_value=float("nan"), related=found, queries=0,
+        score=1 - smallest / positions, threshold=1 - largest, p_value=float("nan"), related=found,
+        queries=details.get("label_queries", 0),
         alpha=0.0, scheme=f"backdoor-diff:{detector.spec()}", method="deterministic: the smallest trigger found",
         outcome="backdoored" if found else "clean",
         evidence={"trigger_positions": smallest, "positions": positions, **details},
