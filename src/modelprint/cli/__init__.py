@@ -11,6 +11,7 @@ from ..errors import ModelprintError
 from . import fingerprints, serving  # noqa: F401  (their commands register on app)
 from .backdoor import backdoor_app
 from .bench import BLACK_BOX_SCHEMES, bench_app, summary_table
+from .commitment import commitment_app
 from .common import app, err_console
 from .diffusion import diffusion_app
 from .integrity import integrity_app
@@ -20,7 +21,7 @@ from .zoo import data_app, zoo_app
 
 for sub, name in ((zoo_app, "zoo"), (data_app, "data"), (bench_app, "bench"), (diffusion_app, "diffusion"),
                   (registry_app, "registry"), (watermark_app, "watermark"), (integrity_app, "integrity"),
-                  (backdoor_app, "backdoor")):  # fmt: skip
+                  (backdoor_app, "backdoor"), (commitment_app, "commitment")):  # fmt: skip
     app.add_typer(sub, name=name)
 
 __all__ = ["BLACK_BOX_SCHEMES", "app", "main", "summary_table"]

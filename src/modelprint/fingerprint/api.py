@@ -134,7 +134,7 @@ def calibrate(
     (or ``data``, the owner's training data as (x, y) tensors), of the owner's architecture and others. A model
     that scores like the owner itself (a copy) is refused."""
     check_alpha(target_fpr)
-    scores = list(null_scores or [])
+    scores = [] if null_scores is None else list(null_scores)  # (an array has no truth value)
     names, strata = [f"score:{s:.6g}" for s in scores], [""] * len(scores)
     if isinstance(null_models, str) and null_models == "auto":
         from .. import nullbank
