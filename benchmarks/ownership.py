@@ -1,14 +1,21 @@
-"""Ownership beyond one owner: public fingerprint release (``modelprint.commitment``). An AKH fingerprint of a
-digits CNN, calibrated on independent CNNs and LeNets, is committed; then, per budget: the size of the commitment
-and of its openings (all queries, and the ``k`` a challenge draws), the time to commit, to open and to check an
-opening against the root; and the verdicts through full and partial openings on derived models (the owner itself,
-fine-tunes, a pruned copy) and on independent CNNs that no calibration saw.
+"""Ownership beyond one owner.
+
+Public fingerprint release (``modelprint.commitment``): an AKH fingerprint of a digits CNN, calibrated on
+independent CNNs and LeNets, is committed; then, per budget: the size of the commitment and of its openings (all
+queries, and the ``k`` a challenge draws), the time to commit, to open and to check an opening against the root;
+and the verdicts through full and partial openings on derived models (the owner itself, fine-tunes, a pruned copy)
+and on independent CNNs that no calibration saw.
+
+Key-locked models (``modelprint.locking``, AdvParams): per owner model, the test accuracy of the model, of its
+locked copy, unlocked with its key and with another lock's key, and what a thief without the key gets from the
+locked copy by fine-tuning it on their own split (``attacker``), after clipping its outlying weights or not,
+against a model they train from scratch on that split with the same epochs.
 
     python benchmarks/ownership.py            # budgets 100 and 300, 20 null models, 10 independent suspects
     python benchmarks/ownership.py --quick    # budget 100, 10 null models, 4 independent suspects
 
-Not yet measured here (issue 19's other parts): per-recipient copies and collusion tracing, proof of learning,
-key-locked models and the perturbation defence.
+Not yet measured here (issue 19's other parts): per-recipient copies and collusion tracing, proof of learning and
+the perturbation defence.
 """
 
 from __future__ import annotations
@@ -19,13 +26,48 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 import modelprint as mp
-from modelprint import commitment
+from modelprint import commitment, data, locking
 from modelprint.lineage import build
+from modelprint.lineage.train import accuracy, fit
+from modelprint.nets import clone, make_net
 
 OWNER, CHALLENGE = "train(cnn,digits,0)", "checker 2026-12-02"
 DERIVED = [OWNER, f"{OWNER}->finetune(0)", f"{OWNER}->finetune(1)", f"{OWNER}->prune(0.5)"]
+LOCKED = ["train(cnn,digits,0)", "train(lenet,digits,1)", "train(mlp,digits,2)", "train(mlp,mnist1d,0)"]
+
+
+def clipped(model: torch.nn.Module) -> torch.nn.Module:
+    """The thief's cleanup: every weight layer clamped to its 99th percentile of magnitude."""
+    out = clone(model)
+    with torch.no_grad():
+        for w in locking.layers(out):
+            bound = torch.quantile(w.abs().flatten(), 0.99)
+            w.clamp_(-bound, bound)
+    return out
+
+
+def locked_rows(epochs: int) -> list[dict]:
+    rows = []
+    for expr in LOCKED:
+        owner, dataset = build(expr), expr.split(",")[1]
+        test, thief = data.load(dataset, "test"), data.load(dataset, "attacker")
+        (locked, key), t_lock = timed(locking.lock, owner, dataset)
+        _, other = locking.lock(owner, dataset, seed=1)
+        cfg = owner.mp_config
+
+        fresh = make_net(cfg["arch"], cfg["input_shape"], cfg["num_classes"])
+        tuned = {name: fit(clone(m), thief.x, thief.y, epochs=epochs, lr=1e-3, seed=0)
+                 for name, m in (("fine-tunes", locked), ("clips, fine-tunes", clipped(locked)),
+                                 ("from scratch", fresh))}  # fmt: skip
+        models = {"owner": owner, "locked": locked, "unlocked": locking.unlock(locked, key),
+                  "another key": locking.unlock(locked, other, strict=False), "clipped": clipped(locked),
+                  **{f"thief {name}": m for name, m in tuned.items()}}  # fmt: skip
+        rows.append({"model": expr, "weights locked": len(key), "lock s": round(t_lock, 2),
+                     **{k: accuracy(m, test.x, test.y) for k, m in models.items()}})  # fmt: skip
+    return rows
 
 
 def timed(fn, *args, **kw):
@@ -49,8 +91,9 @@ def main() -> None:
         folder = Path(tmp)
         for budget in budgets:
             fp = mp.calibrate(mp.extract(owner, "AKH", "digits", budget), null_models, 0.05)
-            committed, t_commit = timed(commitment.commit, fp)
-            public = committed.commitment
+            committed, t_salt = timed(commitment.commit, fp)
+            public, t_root = timed(lambda c=committed: c.commitment)  # salts, then the tree
+            t_commit = t_salt + t_root
             public_size = public.save(folder / "c.commitment").stat().st_size
             openings = {"all": None, **{f"k={k}": k for k in (20, 50) if k < budget}}
             for name, k in openings.items():
@@ -75,6 +118,9 @@ def main() -> None:
             models=("related", "size"), related=("related", "mean"), median_p=("p", "median"),
             inconclusive=("outcome", lambda o: (o == "inconclusive").mean()), check_s=("check s", "mean"),
         ).round(4).to_string())  # fmt: skip
+        epochs = 2 if args.quick else 5
+        print(f"\nkey-locked models (AdvParams): test accuracy; the thief has its attacker split and {epochs} epochs")
+        print(pd.DataFrame(locked_rows(epochs)).round(3).T.to_string(header=False))
     print(f"[{time.perf_counter() - t0:.0f}s]")
 
 

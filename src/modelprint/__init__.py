@@ -10,8 +10,8 @@ _NAMES = {
     **dict.fromkeys(("Fingerprint", "calibrate", "compare_weights", "extract", "make_scheme", "score", "verify",
                      "verify_combined"), "fingerprint"),
 }  # fmt: skip
-_SUBMODULES = ("bench", "commitment", "data", "decide", "diffusion", "evidence", "integrity", "lineage", "nullbank",
-               "registry", "watermark")  # fmt: skip
+_SUBMODULES = ("bench", "commitment", "data", "decide", "diffusion", "evidence", "integrity", "lineage", "locking",
+               "nullbank", "registry", "watermark")  # fmt: skip
 
 
 def __getattr__(name: str):
