@@ -11,11 +11,15 @@ locked copy, unlocked with its key and with another lock's key, and what a thief
 locked copy by fine-tuning it on their own split (``attacker``), after clipping its outlying weights or not,
 against a model they train from scratch on that split with the same epochs.
 
+The perturbation defence against extraction (``modelprint.adaptive.Adaptive``, ``modelprint serve --adaptive``:
+queries that look out of distribution are answered at random): per share of genuine inputs the filter may flag,
+the accuracy honest users get on the test split, and the test accuracy of the students the zoo's thieves extract
+from the defended model (its labels, or its probabilities for distillation), against the undefended one.
+
     python benchmarks/ownership.py            # budgets 100 and 300, 20 null models, 10 independent suspects
     python benchmarks/ownership.py --quick    # budget 100, 10 null models, 4 independent suspects
 
-Not yet measured here (issue 19's other parts): per-recipient copies and collusion tracing, proof of learning and
-the perturbation defence.
+Not yet measured here (issue 19's other parts): per-recipient copies and collusion tracing, and proof of learning.
 """
 
 from __future__ import annotations
@@ -30,7 +34,10 @@ import torch
 
 import modelprint as mp
 from modelprint import commitment, data, locking
-from modelprint.lineage import build
+from modelprint.access import Model, WhiteBox
+from modelprint.adaptive import Adaptive
+from modelprint.lineage import build, step
+from modelprint.lineage.ops import Node
 from modelprint.lineage.train import accuracy, fit
 from modelprint.nets import clone, make_net
 
@@ -47,6 +54,34 @@ def clipped(model: torch.nn.Module) -> torch.nn.Module:
             bound = torch.quantile(w.abs().flatten(), 0.99)
             w.clamp_(-bound, bound)
     return out
+
+
+THIEVES = ["label_extract(cnn,0,queries=own)", "label_extract(cnn,0,queries=mixup)",
+           "label_extract(cnn,0,queries=noise)", "label_extract(cnn,0,queries=natural)", "distill(cnn,0)"]  # fmt: skip
+
+
+class Served(torch.nn.Module):
+    """A model seen only through its answers, as a module (log-probabilities) that the zoo's thieves can query."""
+
+    def __init__(self, model: Model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.probs(x.cpu()).clamp_min(1e-12).log()
+
+
+def defended_rows(fprs: tuple[float, ...], thieves: list[str]) -> list[dict]:
+    victim, test = build(OWNER), data.load("digits", "test")
+    reference = data.load("digits", "train").x
+    rows = []
+    for fpr in (0.0, *fprs):
+        model = WhiteBox(victim, input_shape=(1, 8, 8))
+        served = Served(model if fpr == 0 else Adaptive(model, reference, fpr=fpr))
+        honest = float((served(test.x).argmax(1) == test.y).float().mean())
+        students = {t: accuracy(step(t).apply(Node(served, "digits")).module, test.x, test.y) for t in thieves}
+        rows.append({"flagged genuine share": fpr, "honest users' accuracy": honest, **students})
+    return rows
 
 
 def locked_rows(epochs: int) -> list[dict]:
@@ -118,6 +153,12 @@ def main() -> None:
             models=("related", "size"), related=("related", "mean"), median_p=("p", "median"),
             inconclusive=("outcome", lambda o: (o == "inconclusive").mean()), check_s=("check s", "mean"),
         ).round(4).to_string())  # fmt: skip
+        fprs, thieves = ((0.05,), THIEVES[1:3]) if args.quick else ((0.01, 0.05, 0.2), THIEVES)
+        print(
+            "\nthe perturbation defence (out-of-distribution queries answered at random): test accuracy of honest"
+            " users and of each thief's student (fpr 0: undefended)"
+        )
+        print(pd.DataFrame(defended_rows(fprs, thieves)).round(3).to_string(index=False))
         epochs = 2 if args.quick else 5
         print(f"\nkey-locked models (AdvParams): test accuracy; the thief has its attacker split and {epochs} epochs")
         print(pd.DataFrame(locked_rows(epochs)).round(3).T.to_string(header=False))

@@ -28,6 +28,7 @@ on: open few queries per check (a partial opening) and keep the rest for later c
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import secrets
@@ -110,11 +111,16 @@ def row(query: torch.Tensor, response: torch.Tensor) -> bytes:
 
 
 def challenged(root: str, challenge: str, k: int, n: int) -> list[int]:
-    """The ``k`` query indices a ``challenge`` opens: drawn from sha256(root, challenge), so neither side picks."""
+    """The ``k`` query indices a ``challenge`` opens, so that neither side picks them: the distinct values of
+    ``sha256(root, challenge, j) mod n`` for ``j = 0, 1, ...`` (hashes only, so that every machine and every
+    version of every library draws the same ones)."""
     if not 1 <= k <= n:
         raise ConfigError(f"can open 1 to {n} queries, not {k}")
-    seed = int.from_bytes(hashlib.sha256(f"{root}\n{challenge}".encode()).digest(), "big")
-    return sorted(np.random.default_rng(seed).choice(n, k, replace=False).tolist())
+    drawn: set[int] = set()
+    for j in itertools.count():
+        if len(drawn) == k:
+            return sorted(drawn)
+        drawn.add(int.from_bytes(hashlib.sha256(f"{root}\n{challenge}\n{j}".encode()).digest(), "big") % n)
 
 
 @dataclass(frozen=True)

@@ -101,9 +101,9 @@ def backdoor_diff(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Does SUSPECT (or the model at --url) hide a backdoor that TRUSTED does not? Searches the smallest trigger
-    that sends the suspect to a class while TRUSTED keeps its answers: from gradients (neural-cleanse), or from
-    labels alone (label-search, the default with --url; some 500,000 queries). Exit code 0: backdoored (a trigger
-    found), 1: clean, 2: error."""
+    that sends the suspect to a class and not TRUSTED: from gradients (neural-cleanse: TRUSTED keeps its answers),
+    or from labels alone (label-search, the default with --url; some 500,000 queries). Exit code 0: backdoored
+    (a trigger found), 1: clean, 2: error."""
     from contextlib import nullcontext
 
     from ..integrity import backdoor

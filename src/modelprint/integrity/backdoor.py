@@ -165,7 +165,7 @@ def measure(
     detector = make_detector(detector)
     x, y, _ = held_out(data)
 
-    def module(m) -> nn.Module:
+    def read(m):
         if detector.needs == "labels":  # any model that answers labels: a file, a module, a served API
             classes = int(y.max()) + 1
             return hard_labels(resolve_model(m, tuple(x.shape[1:]), classes, cache_dir, device))
@@ -178,7 +178,7 @@ def measure(
         # a copy: the detector freezes and casts the model it reads, and the caller's must stay as it was
         return clone(m).to(device).float()
 
-    return detector.score(module(model), x.to(device), y.to(device), None if trusted is None else module(trusted))
+    return detector.score(read(model), x.to(device), y.to(device), None if trusted is None else read(trusted))
 
 
 def scan(

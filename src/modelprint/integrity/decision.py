@@ -14,7 +14,7 @@ inputs, that share moves smoothly enough with the trigger for the estimate to cl
 reached while every other class's mask shrinks away.
 
 Deviations from B3D: hard labels instead of scores; mask and pattern both drawn as logistic-normal (B3D draws the
-mask from a Bernoulli); antithetic samples with ranks standardised per class; a fixed number of steps. The
+mask from a Bernoulli); antithetic samples, their losses standardised per class; a fixed number of steps. The
 distribution's mean trigger is then made crisp on inputs the search never saw: its largest ``k`` mask positions,
 for the smallest ``k`` of a geometric grid that reaches ``success`` there (a class never reached keeps the whole
 input, the largest norm, as in ``neural-cleanse``). The score is Neural Cleanse's anomaly index over those crisp
@@ -95,9 +95,9 @@ class LabelSearch(Detector):
             pattern = shape.value(pattern_logit[:, None] + self.sigma * eps_p)
             hit = hits(model, trusted, x, before, mask.flatten(0, 1), pattern.flatten(0, 1), shape, classes)
             loss = -hit.view(classes, -1) + self.penalty * mask.mean(2)
-            rank = (loss - loss.mean(1, keepdim=True)) / (loss.std(1, keepdim=True) + 1e-8)
-            mask_logit -= self.lr * (rank[..., None] * eps_m).mean(1) / self.sigma
-            pattern_logit -= self.lr * (rank[..., None] * eps_p).mean(1) / self.sigma
+            shaped = (loss - loss.mean(1, keepdim=True)) / (loss.std(1, keepdim=True) + 1e-8)
+            mask_logit -= self.lr * (shaped[..., None] * eps_m).mean(1) / self.sigma
+            pattern_logit -= self.lr * (shaped[..., None] * eps_p).mean(1) / self.sigma
         return torch.sigmoid(mask_logit), shape.value(pattern_logit)
 
 
