@@ -16,10 +16,14 @@ queries that look out of distribution are answered at random): per share of genu
 the accuracy honest users get on the test split, and the test accuracy of the students the zoo's thieves extract
 from the defended model (its labels, or its probabilities for distillation), against the undefended one.
 
+Proof of learning (``modelprint.pol``): per architecture, the time to train while recording, the trace's size,
+the time to verify it, and the verdicts on the honest trace, on the trace of another model, and on a trace made up
+after the fact for the stolen model.
+
     python benchmarks/ownership.py            # budgets 100 and 300, 20 null models, 10 independent suspects
     python benchmarks/ownership.py --quick    # budget 100, 10 null models, 4 independent suspects
 
-Not yet measured here (issue 19's other parts): per-recipient copies and collusion tracing, and proof of learning.
+Not yet measured here (issue 19's first part): per-recipient copies and collusion tracing.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import pandas as pd
 import torch
 
 import modelprint as mp
-from modelprint import commitment, data, locking
+from modelprint import commitment, data, locking, pol
 from modelprint.access import Model, WhiteBox
 from modelprint.adaptive import Adaptive
 from modelprint.lineage import build, step
@@ -81,6 +85,21 @@ def defended_rows(fprs: tuple[float, ...], thieves: list[str]) -> list[dict]:
         honest = float((served(test.x).argmax(1) == test.y).float().mean())
         students = {t: accuracy(step(t).apply(Node(served, "digits")).module, test.x, test.y) for t in thieves}
         rows.append({"flagged genuine share": fpr, "honest users' accuracy": honest, **students})
+    return rows
+
+
+def proof_rows(archs: tuple[str, ...], epochs: int, folder: Path) -> list[dict]:
+    rows = []
+    for arch in archs:
+        (model, trace), t_record = timed(pol.record, arch, "digits", epochs=epochs)
+        size = trace.save(folder / "t.pol").stat().st_size
+        honest, t_verify = timed(pol.verify, trace, model)
+        other = pol.verify(trace, pol.record(arch, "digits", epochs=1, seed=1)[0])
+        spoofed = pol.verify(pol.spoof(model), model)
+        rows.append({"arch": arch, "steps": len(trace.batches), "checkpoints": len(trace.checkpoints),
+                     "record s": t_record, "trace MB": size / 2**20, "verify s": t_verify,
+                     "honest": honest.outcome, "another model": other.outcome, "spoofed": spoofed.outcome,
+                     "spoof's worst distance": spoofed.evidence["worst_distance"]})  # fmt: skip
     return rows
 
 
@@ -159,6 +178,10 @@ def main() -> None:
             " users and of each thief's student (fpr 0: undefended)"
         )
         print(pd.DataFrame(defended_rows(fprs, thieves)).round(3).to_string(index=False))
+        with tempfile.TemporaryDirectory() as tmp:
+            archs, pol_epochs = (("mlp",), 5) if args.quick else (("mlp", "cnn", "lenet"), 20)
+            print(f"\nproof of learning ({pol_epochs} epochs of plain SGD on digits)")
+            print(pd.DataFrame(proof_rows(archs, pol_epochs, Path(tmp))).round(3).to_string(index=False))
         epochs = 2 if args.quick else 5
         print(f"\nkey-locked models (AdvParams): test accuracy; the thief has its attacker split and {epochs} epochs")
         print(pd.DataFrame(locked_rows(epochs)).round(3).T.to_string(header=False))

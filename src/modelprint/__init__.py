@@ -11,7 +11,7 @@ _NAMES = {
                      "verify_combined"), "fingerprint"),
 }  # fmt: skip
 _SUBMODULES = ("bench", "commitment", "data", "decide", "diffusion", "evidence", "integrity", "lineage", "locking",
-               "nullbank", "registry", "watermark")  # fmt: skip
+               "nullbank", "pol", "registry", "watermark")  # fmt: skip
 
 
 def __getattr__(name: str):

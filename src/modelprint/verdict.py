@@ -8,8 +8,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # identical/modified: integrity checks; backdoored/clean: backdoor scans
-OUTCOMES = ("related", "not related", "inconclusive", "identical", "modified", "backdoored", "clean")
-AFFIRMED = ("related", "identical", "backdoored")  # the outcomes with related=True
+OUTCOMES = ("related", "not related", "inconclusive", "identical", "modified", "backdoored", "clean", "valid",
+            "invalid")  # fmt: skip
+AFFIRMED = ("related", "identical", "backdoored", "valid")  # the outcomes with related=True
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class Verdict:
     def summary(self) -> str:
         word = {"related": "RELATED", "not related": "not related", "inconclusive": "INCONCLUSIVE",
                 "identical": "IDENTICAL", "modified": "MODIFIED", "backdoored": "BACKDOORED",
-                "clean": "clean"}[self.outcome]  # fmt: skip
+                "clean": "clean", "valid": "VALID", "invalid": "INVALID"}[self.outcome]  # fmt: skip
         against = f"threshold {self.threshold:.4f}" if math.isfinite(self.threshold) else "no reachable threshold"
         text = (
             f"{word}: score {self.score:.4f} vs {against}, p = {format_p(self.p_value)} "

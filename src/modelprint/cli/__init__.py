@@ -15,13 +15,14 @@ from .commitment import commitment_app
 from .common import app, err_console
 from .diffusion import diffusion_app
 from .integrity import integrity_app
+from .pol import pol_app
 from .registry import registry_app
 from .watermark import watermark_app
 from .zoo import data_app, zoo_app
 
 for sub, name in ((zoo_app, "zoo"), (data_app, "data"), (bench_app, "bench"), (diffusion_app, "diffusion"),
                   (registry_app, "registry"), (watermark_app, "watermark"), (integrity_app, "integrity"),
-                  (backdoor_app, "backdoor"), (commitment_app, "commitment")):  # fmt: skip
+                  (backdoor_app, "backdoor"), (commitment_app, "commitment"), (pol_app, "pol")):  # fmt: skip
     app.add_typer(sub, name=name)
 
 __all__ = ["BLACK_BOX_SCHEMES", "app", "main", "summary_table"]

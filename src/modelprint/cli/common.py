@@ -130,7 +130,7 @@ def _plain(x) -> str:
 
 # 0: the claim checked holds; 2 is an error
 EXIT_CODES = {"related": 0, "not related": 1, "inconclusive": 3, "identical": 0, "modified": 1, "backdoored": 0,
-              "clean": 1}  # fmt: skip
+              "clean": 1, "valid": 0, "invalid": 1}  # fmt: skip
 
 
 def show_verdict(v, title: str, as_json: bool) -> None:
@@ -158,7 +158,7 @@ def verdict_panel(v, title: str):
     strata = evidence.pop("strata", None)
     rows = [
         ("score", f"{v.score:.4f}"),
-        ("threshold", f"{reach} (FPR {v.alpha:g})" if math.isfinite(v.p_value) else "every sample as sealed"),
+        ("threshold", f"{reach} (FPR {v.alpha:g})" if math.isfinite(v.p_value) else f"{reach} (a deterministic check)"),
         ("p-value", f"{format_p(v.p_value)} ({v.method})"),
         ("queries", str(v.queries)),
         ("scheme", v.scheme),
@@ -177,6 +177,8 @@ def verdict_panel(v, title: str):
         "modified": "[bold red]MODIFIED[/]",
         "backdoored": "[bold red]BACKDOORED[/]",
         "clean": "[bold]clean[/]",
+        "valid": "[bold green]VALID[/]",
+        "invalid": "[bold red]INVALID[/]",
     }[v.outcome]
     return Panel(table, title=head, subtitle=title, expand=False)
 
