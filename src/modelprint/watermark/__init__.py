@@ -24,7 +24,8 @@ from ..nets import clone
 from ..verdict import Verdict
 from .schemes import WATERMARKS, Watermark
 
-__all__ = ["WATERMARKS", "Key", "Watermark", "calibrate", "embed", "make_watermark", "verify"]
+__all__ = ["WATERMARKS", "Key", "RecipientKey", "Watermark", "calibrate", "distribute", "embed", "make_watermark",
+           "trace", "verify"]  # fmt: skip
 
 FORMAT, VERSION = "modelprint-watermark-key", 1
 _FIELDS = {
@@ -234,3 +235,6 @@ def verify(key: Key, suspect, *, alpha: float | None = None, cache_dir=None, dev
     return decide(
         rate, key.null, alpha, queries=queries, scheme=scheme, stratum=architecture(model), owner_stratum=key.owner_arch
     )
+
+
+from .recipients import RecipientKey, distribute, trace  # noqa: E402  (it embeds through this module's embed)

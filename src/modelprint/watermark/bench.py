@@ -25,7 +25,7 @@ from ..lineage import build, build_node
 from ..lineage.train import accuracy
 from . import Key, calibrate, embed, make_watermark, verify
 
-SCHEMES = ("trigger-set", "noise", "content", "unrelated", "frontier-stitching", "uchida")
+SCHEMES = ("trigger-set", "noise", "content", "unrelated", "frontier-stitching", "uchida", "deepsigns")
 # name -> the lineage step applied to the marked model ({dataset} is the source's dataset)
 ATTACKS = {
     "finetune": "finetune(0)",

@@ -344,3 +344,64 @@ class Uchida(Watermark):
                     f"layer {self.layer!r} of the suspect has {w.numel()} inputs, the key {inputs.shape[1]}"
                 )
             return (inputs @ w >= 0).long()
+
+
+def _activations(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The input of ``model``'s last weight layer (its classifier head) on ``x``, one row per input."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise AccessError("deepsigns reads activations through a hook, which a TorchScript module does not allow")
+    captured: list[torch.Tensor] = []
+    hook = weight_layers(model)[-1].register_forward_pre_hook(lambda _, args: captured.append(args[0]))
+    try:
+        model(x)
+    finally:
+        hook.remove()
+    return captured[0].flatten(1)
+
+
+@WATERMARKS.register("deepsigns")
+class DeepSigns(Watermark):
+    """Rouhani et al., "DeepSigns" (ASPLOS 2019), white-box: the mark is in the distribution of hidden activations.
+    On the key's inputs (``size`` training inputs of one secret class), the mean activation feeding the classifier
+    head, projected by a secret matrix A (``size`` x features, from ``seed``), must give the key's random bits:
+    training adds ``strength * BCE(sigmoid(A mu), b)``; the suspect's bits are [A mu >= 0], so an unrelated model
+    matches each with probability exactly 1/2. Deviations: the class mean stands for the paper's Gaussian-mixture
+    centre of that class; one bit per key input (the key file stores one label per input), so ``size`` is also
+    the code's length."""
+
+    white_box = True
+
+    def __init__(self, size: int = 32, strength: float = 0.1, seed: int = 0):
+        _check_size(size)
+        self.size, self.strength, self.seed = size, strength, seed
+
+    def chance(self, num_classes):
+        return 0.5
+
+    def make_key(self, model, x, y, num_classes, gen):
+        target = int(torch.randint(num_classes, (1,), generator=gen))
+        rows = torch.nonzero(y == target).flatten()
+        if len(rows) < self.size:
+            raise ConfigError(f"class {target} has {len(rows)} training inputs; deepsigns needs size={self.size}")
+        rows = rows[torch.randperm(len(rows), generator=gen)[: self.size]]
+        return x[rows], torch.randint(0, 2, (self.size,), generator=gen)
+
+    def _projected(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        mean = _activations(model, inputs.to(next(model.parameters()).device)).mean(0)
+        a = torch.randn(len(inputs), mean.numel(), generator=torch.Generator().manual_seed(self.seed))
+        return a.to(mean.device) @ mean
+
+    def penalty(self, model, inputs, labels):
+        training = model.training
+        model.eval()  # the activations as they will be read: no dropout, batch norm's running statistics
+        try:
+            z = self._projected(model, inputs)
+        finally:
+            model.train(training)
+        return self.strength * F.binary_cross_entropy_with_logits(z, labels.float().to(z.device))
+
+    def read(self, suspect, inputs):
+        if not isinstance(suspect, WhiteBox):
+            raise AccessError("deepsigns is a white-box watermark: verifying it needs the suspect's activations")
+        with torch.no_grad():
+            return (self._projected(suspect.module.eval(), inputs) >= 0).long().cpu()
