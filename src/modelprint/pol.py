@@ -157,8 +157,16 @@ def verify(trace: Trace, model: nn.Module, *, top: int = 1, tolerance: float = 0
     from .nets import rebuild
 
     t0 = time.perf_counter()
+    try:
+        worker = rebuild(trace.config)
+    except (ConfigError, KeyError, TypeError) as e:
+        raise ConfigError(f"the trace's architecture cannot be built ({e})") from None
+    shapes = {n: t.shape for n, t in worker.state_dict().items()}
+    for i, c in enumerate(trace.checkpoints):  # a stranger's trace: every checkpoint must fit the network
+        if {n: t.shape for n, t in c.items()} != shapes:
+            raise ConfigError(f"checkpoint {i} of the trace does not fit its own architecture")
     state = model.state_dict()
-    names = [n for n, _ in rebuild(trace.config).named_parameters()]
+    names = [n for n, _ in worker.named_parameters()]
     last = trace.checkpoints[-1]
     problems = []
     if set(state) != set(last) or any(state[n].shape != last[n].shape for n in last):
@@ -177,7 +185,6 @@ def verify(trace: Trace, model: nn.Module, *, top: int = 1, tolerance: float = 0
         epoch = list(range(start, min(start + per_epoch_segments, len(updates))))
         chosen += sorted(epoch, key=lambda s: -updates[s])[:top]
     distances = {}
-    worker = rebuild(trace.config)
     for s in chosen:
         worker.load_state_dict(trace.checkpoints[s])
         for step in range(s * trace.k, (s + 1) * trace.k):
