@@ -46,7 +46,7 @@ from modelprint.lineage import build, step
 from modelprint.lineage.ops import Node
 from modelprint.lineage.train import accuracy, fit
 from modelprint.nets import clone, make_net
-from modelprint.watermark.recipients import distribute, trace
+from modelprint.watermark.recipients import average, distribute, trace
 
 OWNER, CHALLENGE = "train(cnn,digits,0)", "checker 2026-12-02"
 DERIVED = [OWNER, f"{OWNER}->finetune(0)", f"{OWNER}->finetune(1)", f"{OWNER}->prune(0.5)"]
@@ -91,16 +91,6 @@ def defended_rows(fprs: tuple[float, ...], thieves: list[str]) -> list[dict]:
     return rows
 
 
-def averaged(models: list[torch.nn.Module]) -> torch.nn.Module:
-    out = clone(models[0])
-    state = out.state_dict()
-    for k, v in state.items():
-        if v.is_floating_point():
-            state[k] = sum(m.state_dict()[k] for m in models) / len(models)
-    out.load_state_dict(state)
-    return out
-
-
 def collusion_rows(recipients: int, sizes: tuple[int, ...], sets: int) -> tuple[list[dict], list[float]]:
     test, thief = data.load("digits", "test"), data.load("digits", "attacker")
     names = [f"recipient{i}" for i in range(recipients)]
@@ -110,7 +100,7 @@ def collusion_rows(recipients: int, sizes: tuple[int, ...], sets: int) -> tuple[
     for k in sizes:
         for _ in range(sets):
             chosen = sorted(torch.randperm(recipients, generator=gen)[:k].tolist())
-            leak = averaged([copies[i] for i in chosen])
+            leak = average([copies[i] for i in chosen])
             tuned = fit(clone(leak), thief.x, thief.y, epochs=2, lr=1e-3, seed=0)
             for name, model in (("averaged", leak), ("averaged, fine-tuned", tuned)):
                 accused = {r["recipient"] for r in trace(key, model) if r["accused"]}

@@ -8,8 +8,7 @@ import json
 import pytest
 
 from modelprint.errors import ConfigError, FileFormatError
-from modelprint.nets import clone
-from modelprint.watermark.recipients import RecipientKey, distribute, trace
+from modelprint.watermark.recipients import RecipientKey, average, distribute, trace
 
 from .test_cli import cli
 
@@ -23,16 +22,6 @@ def copies(source):
 
 def accused(rows) -> list[str]:
     return sorted(r["recipient"] for r in rows if r["accused"])
-
-
-def average(models):
-    out = clone(models[0])
-    state = out.state_dict()
-    for k, v in state.items():
-        if v.is_floating_point():
-            state[k] = sum(m.state_dict()[k] for m in models) / len(models)
-    out.load_state_dict(state)
-    return out
 
 
 def test_leaks_and_collusions_name_their_recipients_and_nobody_else(copies, source, zoo, tmp_path):

@@ -187,8 +187,8 @@ class Committed:
         fp = self.fingerprint
         if (k is None) != (challenge is None):
             raise ConfigError("a partial opening needs both k and the checker's challenge; omit both to open all")
-        indices = list(range(fp.budget)) if k is None else challenged(self.commitment.root, challenge, k, fp.budget)
         tree = self.tree()
+        indices = list(range(fp.budget)) if k is None else challenged(tree[-1][0].hex(), challenge, k, fp.budget)
         return Opening(
             statement(fp).decode(), rest(fp.tensors()), indices, fp.queries[indices], fp.responses[indices],
             self.salts[[0, *(1 + i for i in indices)]], [path(tree, 1 + i) for i in indices], path(tree, 0),

@@ -88,7 +88,6 @@ def lock(
     examples drawn by ``seed`` guide the search; ``target``: the accuracy to fall to on them (default: twice
     chance)."""
     from .fingerprint.helpers import training_set
-    from .lineage.train import accuracy
     from .nets import clone
 
     if epsilon <= 0 or limit < 1 or inputs < 1:
@@ -102,8 +101,11 @@ def lock(
     scale = [float(w.detach().abs().max()) or 1.0 for w in weights]
     free = [torch.ones_like(w, dtype=torch.bool) for w in weights]
     moved: list[tuple[int, int, float, float]] = []
-    while len(moved) < limit and accuracy(locked, x, y, device) > target:
-        grads = torch.autograd.grad(F.cross_entropy(locked(x), y), weights)
+    while len(moved) < limit:
+        out = locked(x)  # one forward: the accuracy to stop at and the loss to ascend
+        if float((out.argmax(1) == y).float().mean()) <= target:
+            break
+        grads = torch.autograd.grad(F.cross_entropy(out, y), weights)
         ranked = [torch.where(f, g.abs() * s, -1.0).flatten() for g, f, s in zip(grads, free, scale, strict=True)]
         best = [int(r.argmax()) for r in ranked]
         layer = max(range(len(weights)), key=lambda i: float(ranked[i][best[i]]))

@@ -47,6 +47,15 @@ PROGRESS_COLUMNS = (
 )
 
 
+def accuracy_on_test(model, data: str, device: str = "cpu") -> float:
+    """``model``'s accuracy on ``data``'s test split: what the commands that write a model report of it."""
+    from ..data import load
+    from ..lineage.train import accuracy
+
+    test = load(data, "test")
+    return accuracy(model, test.x, test.y, device)
+
+
 def check_device(device: str) -> str:
     if device == "cpu":
         return device

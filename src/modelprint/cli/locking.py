@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import CacheOpt, DeviceOpt, ModelArg, app, check_device, console, err_console
+from .common import CacheOpt, DeviceOpt, ModelArg, accuracy_on_test, app, check_device, console, err_console
 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Where to write the model (a folder, or a file for yours).")]
 KeyOpt = Annotated[Path, typer.Option("--key", "-k", help="The lock key file.")]
@@ -32,10 +32,8 @@ def lock_cmd(
 ) -> None:
     """Lock MODEL: move a few weights adversarially until it is useless (AdvParams); write the locked model to
     --out and the key that restores it to --key (keep the key private)."""
-    from ..data import load
     from ..io import save_any
     from ..lineage import resolve
-    from ..lineage.train import accuracy
     from ..locking import lock
 
     device = check_device(device)
@@ -44,8 +42,7 @@ def lock_cmd(
         locked, secret = lock(owner, data, target=target, epsilon=epsilon, limit=limit, seed=seed, device=device)
     written = save_any(locked, out, meta={"locked": True})
     secret.save(key)
-    test = load(data, "test")
-    before, after = (accuracy(m, test.x, test.y, device) for m in (owner, locked))
+    before, after = (accuracy_on_test(m, data, device) for m in (owner, locked))
     console.print(f"wrote {written} and {key}: {len(secret)} weights moved; test accuracy {before:.3f} -> {after:.3f}")
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import ModelArg, console, err_console, show_verdict
+from .common import ModelArg, accuracy_on_test, console, err_console, show_verdict
 
 pol_app = typer.Typer(help="Proof of learning: train while recording the trace; verify a trace.",
                       no_args_is_help=True)  # fmt: skip
@@ -27,17 +27,14 @@ def pol_record(
 ) -> None:
     """Train ARCH on --data with plain SGD, recording the proof of learning: checkpoints every --every steps, the
     batches of every step, the hyperparameters."""
-    from .. import data as datasets
     from ..io import save_any
-    from ..lineage.train import accuracy
     from ..pol import record
 
     with err_console.status(f"training {arch} on {data} with a proof of learning"):
         model, trace = record(arch, data, epochs=epochs, lr=lr, batch=batch, k=k, seed=seed)
     save_any(model, out)
     trace.save(trace_path)
-    test = datasets.load(data, "test")
-    console.print(f"wrote {out} (test accuracy {accuracy(model, test.x, test.y):.3f}) and {trace_path} "
+    console.print(f"wrote {out} (test accuracy {accuracy_on_test(model, data):.3f}) and {trace_path} "
                   f"({len(trace.checkpoints)} checkpoints, {len(trace.batches)} steps)")  # fmt: skip
 
 

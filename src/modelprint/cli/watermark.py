@@ -14,6 +14,7 @@ from .common import (
     CacheOpt,
     DeviceOpt,
     ModelArg,
+    accuracy_on_test,
     check_device,
     console,
     err_console,
@@ -170,10 +171,8 @@ def watermark_distribute(
 ) -> None:
     """One marked copy of MODEL per --recipient, each with its own code in the weights (DeepMarks-style), written
     to --out/NAME, and the key that traces a leaked copy, or an average of several, back to them."""
-    from ..data import load
     from ..io import save_any
     from ..lineage import resolve
-    from ..lineage.train import accuracy
     from ..watermark.recipients import distribute
 
     device = check_device(device)
@@ -181,12 +180,11 @@ def watermark_distribute(
     with err_console.status(f"marking {len(recipients)} copies"):
         copies, key = distribute(owner, recipients, data, bits=bits, epochs=epochs, seed=seed, device=device)
     key.save(key_path)
-    test = load(data, "test")
-    table = Table(title=f"copies of {model} (test accuracy {accuracy(owner, test.x, test.y, device):.3f})")
+    table = Table(title=f"copies of {model} (test accuracy {accuracy_on_test(owner, data, device):.3f})")
     for name in ("recipient", "copy", "test accuracy"):
         table.add_column(name)
     for name, copy in zip(recipients, copies, strict=True):
-        table.add_row(name, str(save_any(copy, out / name)), f"{accuracy(copy, test.x, test.y, device):.3f}")
+        table.add_row(name, str(save_any(copy, out / name)), f"{accuracy_on_test(copy, data, device):.3f}")
     console.print(table)
     console.print(f"wrote {key_path}")
 

@@ -125,15 +125,20 @@ def answers(model: Model, trusted: Model | None, x: torch.Tensor) -> torch.Tenso
     return (trusted or model).labels(x)
 
 
+def _labels(model: Model, x: torch.Tensor) -> torch.Tensor:
+    """Labels of many stamped inputs, asked in slices (a callable suspect need not take 10,000 at once)."""
+    return torch.cat([model.labels(part) for part in x.split(4096)])
+
+
 def hits(model, trusted, x, before, mask, pattern, shape: Shape, classes: int) -> torch.Tensor:
     """Per trigger (trigger ``i`` aims at class ``i // samples`` in the flattened (classes, samples)): the share
     of inputs not already of its class that it sends there, while ``trusted`` does not."""
     stamped = shape.stamp(x, mask, pattern)
     target = (torch.arange(len(mask)) // (len(mask) // classes))[:, None]
-    answer = torch.cat([model.labels(part) for part in stamped.split(4096)]).view(len(mask), -1)
+    answer = _labels(model, stamped).view(len(mask), -1)
     ok = answer == target
     if trusted is not None:
-        reference = torch.cat([trusted.labels(part) for part in stamped.split(4096)]).view(len(mask), -1)
+        reference = _labels(trusted, stamped).view(len(mask), -1)
         ok &= reference != target
     eligible = before[None] != target
     return (ok & eligible).sum(1) / eligible.sum(1).clamp_min(1)

@@ -88,6 +88,19 @@ def distribute(
     return copies, RecipientKey(layer, tuple(recipients), projection, codes)
 
 
+def average(copies: list[nn.Module]) -> nn.Module:
+    """The colluders' attack: one model whose floating-point weights and buffers are the mean of ``copies``'."""
+    from ..nets import clone
+
+    out = clone(copies[0])
+    state = out.state_dict()
+    for k, v in state.items():
+        if v.is_floating_point():
+            state[k] = sum(c.state_dict()[k] for c in copies) / len(copies)
+    out.load_state_dict(state)
+    return out
+
+
 def trace(key: RecipientKey, leaked: nn.Module, *, alpha: float = 0.01, nulls: int = 9999, seed: int = 1):
     """Who contributed to ``leaked``? Every recipient with its score (the correlation of its code with the leaked
     weights' projection), its conformal p-value against ``nulls`` unassigned random codes, and whether Holm's
