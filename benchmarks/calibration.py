@@ -1,6 +1,7 @@
-"""Do calibrated verdicts hold their false-positive rate? Every fingerprint scheme, the weights fingerprint, CKA
-and every watermark is calibrated on the null bank (``null_models="auto"``), then verifies held-out independent
-models that no calibration saw, of the owner's architecture and of others. Prints, per scheme and stratum, the
+"""Do calibrated verdicts hold their false-positive rate? Every fingerprint scheme, the white-box comparisons
+(weights, CKA, gradient fields, loss barrier) and every watermark is calibrated on the null bank
+(``null_models="auto"``), then verifies held-out independent models that no calibration saw, of the owner's
+architecture and of others. Prints, per scheme and stratum, the
 empirical FPR at nominal 1% and 5% with exact (Clopper-Pearson) 95% intervals, and whether a perfect copy is
 related with p <= 0.001.
 
@@ -28,13 +29,23 @@ import modelprint as mp
 from modelprint import data, nullbank, watermark
 from modelprint.access import architecture
 from modelprint.decide import Null, Scale
-from modelprint.fingerprint import NAMED
+from modelprint.fingerprint import NAMED, loss_path
 from modelprint.fingerprint.cka import cka_score
+from modelprint.fingerprint.gradfield import gif_similarity
 from modelprint.lineage import build
 
 OWNER, DATASET, BUDGET = "train(lenet,digits,0)", "digits", 100
 HELD_OUT_SEED = 90_000  # far from the bank's seeds: these models are never calibrated on
 WATERMARKS = ("trigger-set", "noise", "content", "unrelated", "frontier-stitching", "uchida")
+
+
+def gradient_field_of(owner, x):
+    """The owner's gradient field on ``x`` (once, for every model it is compared with)."""
+    from modelprint.fingerprint.gradfield import gradient_field
+
+    with torch.no_grad():
+        classes = owner(x).argmax(1)
+    return gradient_field(owner, x, classes, x.mean(0, keepdim=True))
 
 
 def interval(k: int, n: int) -> tuple[float, float]:
@@ -63,7 +74,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="bank at 5%% and 40 held-out models of each architecture")
     ap.add_argument("--out", type=Path, default=Path("calibration-out"))
     ap.add_argument("--schemes", default="", help="comma-separated subset (fingerprint names, weights, cka, "
-                    "watermark names)")  # fmt: skip
+                    "gradient-field, barrier, watermark names)")  # fmt: skip
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     alpha_bank, held_n = (0.05, 40) if args.quick else (0.01, 200)
@@ -109,17 +120,25 @@ def main() -> None:
         rows += rows_for("weights", ps, mp.verify(fp, copy.deepcopy(owner)).p_value)
         save()
         log("weights done")
-    if not wanted or "cka" in wanted:
-        x = data.load(DATASET, "test").x[:200]
-        null = Null(
-            np.array([cka_score(owner, b.module, x) for b in bank]), tuple(b.arch for b in bank), Scale("correlation")
-        )
+    x, y = (lambda d: (d.x[:200], d.y[:200]))(data.load(DATASET, "test"))
+    field = gradient_field_of(owner, x[:64])
+    white_box = {  # name: (similarity to the owner, its scale, whether only the owner's architecture compares)
+        "cka": (lambda m: cka_score(owner, m, x), Scale("correlation"), False),
+        "gradient-field": (lambda m: gif_similarity(owner, m, x[:64], field_a=field), Scale("correlation"), False),
+        "barrier": (lambda m: loss_path(owner, m, x, y).score, Scale("distance"), True),
+    }
+    for name, (similarity, scale, own_only) in white_box.items():
+        if wanted and name not in wanted:
+            continue
+        pool = [b for b in bank if b.arch == own or not own_only]
+        null = Null(np.array([similarity(b.module) for b in pool]), tuple(b.arch for b in pool), scale)
         ps = {}
         for m in held:
-            ps.setdefault(stratum(m), []).append(null.p_value(cka_score(owner, m.module, x), m.arch))
-        rows += rows_for("cka", ps, null.p_value(cka_score(owner, copy.deepcopy(owner), x), own))
+            if m.arch == own or not own_only:
+                ps.setdefault(stratum(m), []).append(null.p_value(similarity(m.module), m.arch))
+        rows += rows_for(name, ps, null.p_value(similarity(copy.deepcopy(owner)), own))
         save()
-        log("cka done")
+        log(f"{name} done")
     for spec in WATERMARKS:
         if wanted and spec not in wanted:
             continue

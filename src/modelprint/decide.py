@@ -370,18 +370,25 @@ def check_alpha(alpha: float) -> None:
 
 
 # whether a combination method holds however the tests depend on each other
-COMBINERS = {"bonferroni": True, "holm": True, "tippett": False, "fisher": False, "stouffer": False}
+COMBINERS = {"bonferroni": True, "holm": True, "vote": True, "tippett": False, "fisher": False, "stouffer": False}
 
 
 def combine(p_values: Sequence[float], method: str = "bonferroni") -> float:
     """One p-value from several. ``bonferroni`` (k * min p) and ``holm`` (the same for the global null: its
     smallest adjusted p-value) hold however the tests depend on each other; ``tippett`` (1 - (1 - min p)^k),
     ``fisher`` and ``stouffer`` assume independent tests, which fingerprints of one owner sharing a suspect and
-    a null set are not (they are positively dependent, and these then overstate the evidence)."""
+    a null set are not (they are positively dependent, and these then overstate the evidence). ``vote`` is a
+    majority vote made valid under any dependence (Rüger 1978): with m tests and a majority k = floor(m/2) + 1,
+    ``(m / k) * p_(k)``, the k-th smallest p-value scaled, is at most alpha only if k tests reject at k alpha / m
+    (DeepJudge's judge, calibrated)."""
     if method not in COMBINERS:
         raise ConfigError(f"unknown combination {method!r}: one of {', '.join(COMBINERS)}")
     if method in ("bonferroni", "holm"):
         return float(min(1.0, len(p_values) * min(p_values)))
+    if method == "vote":
+        m = len(p_values)
+        k = m // 2 + 1
+        return float(min(1.0, m / k * sorted(p_values)[k - 1]))
     return float(stats.combine_pvalues(np.clip(p_values, 1e-300, 1.0), method=method).pvalue)
 
 

@@ -8,7 +8,7 @@ import sys
 import typer
 
 from ..errors import ModelprintError
-from . import fingerprints, locking, serving  # noqa: F401  (their commands register on app)
+from . import changes, fingerprints, locking, serving  # noqa: F401  (their commands register on app)
 from .backdoor import backdoor_app
 from .bench import BLACK_BOX_SCHEMES, bench_app, summary_table
 from .commitment import commitment_app

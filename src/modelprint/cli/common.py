@@ -133,7 +133,8 @@ def _plain(x) -> str:
     if isinstance(x, float):
         return f"{x:.4g}"
     if isinstance(x, dict | list):
-        return json.dumps(x, default=str, separators=(", ", ": "))
+        text = json.dumps(x, default=str, separators=(", ", ": "))
+        return text if len(text) <= 400 else f"{text[:200]} ... (all of it: --json)"
     return str(x)
 
 

@@ -168,28 +168,56 @@ def compare_cmd(
     model_a: Annotated[str, typer.Argument(help="The owner's checkpoint: a model file or folder, or an expression.")],
     model_b: Annotated[str, typer.Argument(help="The suspect checkpoint, same architecture (widths may differ).")],
     null: Annotated[
-        list[str] | None, typer.Option("--null", "-n", help="An independent model of the same architecture (repeat).")
+        list[str] | None,
+        typer.Option("--null", "-n", help="An independent model (repeat): of the same architecture but for gradients."),
     ] = None,
     alpha: Annotated[float, typer.Option("--alpha", help="False-positive rate to decide at.")] = 0.01,
     input_shape: Annotated[
         str | None, typer.Option("--input-shape", help="e.g. 1,8,8, for networks that do not record it.")
+    ] = None,
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="matching: do the hidden units' incoming and outgoing weights agree on a correspondence; "
+            "barrier: the loss barrier on the aligned linear path between the two; gradients: their gradient "
+            "fields (ModelGiF), across architectures. barrier and gradients read --data.",
+        ),
+    ] = "matching",
+    data: Annotated[str, typer.Option("--data", help="Data to measure the loss on (--method barrier).")] = "digits",
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="--method barrier: write the loss paths as an image.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
     cache: CacheOpt = None,
     device: DeviceOpt = "cpu",
 ) -> None:
     """White-box: is MODEL_B's checkpoint derived from MODEL_A's, through any permutation or rescaling of
-    hidden units? Exit code 0: related, 1: not related, 3: inconclusive, 2: error."""
-    from ..fingerprint import compare_weights
+    hidden units (or, with --method gradients, in any architecture)? Exit code 0: related, 1: not related,
+    3: inconclusive, 2: error."""
+    from ..fingerprint import compare_barrier, compare_gradients, compare_weights
+    from ..fingerprint.connectivity import plot_paths
     from ..lineage import resolve
 
+    methods = {"matching": compare_weights, "barrier": compare_barrier, "gradients": compare_gradients}
+    if method not in methods:
+        raise ConfigError(f"--method must be one of {', '.join(methods)}, not {method!r}")
+    if plot and method != "barrier":
+        raise ConfigError("--plot draws the loss paths of --method barrier")
     device = check_device(device)
     a, b = (resolve(m, cache_dir=cache, device=device) for m in (model_a, model_b))
-    with err_console.status("matching hidden units and calibrating on independent models"):
+    with err_console.status("aligning hidden units and calibrating on independent models"):
         shape = tuple(_ints(input_shape, "--input-shape")) if input_shape else None
-        v = compare_weights(
-            a, b, null_models=null or None, input_shape=shape, alpha=alpha, cache_dir=cache, device=device
-        )
+        options = {"null_models": null or None, "alpha": alpha, "cache_dir": cache, "device": device}
+        if method == "matching":
+            v = compare_weights(a, b, input_shape=shape, **options)
+        elif method == "barrier":
+            v = compare_barrier(a, b, data, input_shape=shape, **options)
+        else:
+            v = compare_gradients(a, b, data, **options)
+    if plot:
+        plot_paths(v.evidence, plot)
+        err_console.print(f"loss paths: {plot}")
     show_verdict(v, f"{model_b} vs {model_a}", as_json)
 
 

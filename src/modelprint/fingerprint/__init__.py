@@ -1,10 +1,12 @@
 """Functional fingerprints: query samplers x representations x distances (QuRD's decomposition), the named
 schemes of the literature, the fingerprint file, and the extract / calibrate / verify workflow."""
 
-from . import crafted  # noqa: F401  (registers the samplers that optimise their queries)
+from . import crafted, deepfool  # noqa: F401  (register the samplers that optimise their queries)
 from .api import calibrate, extract, score, verify, verify_combined
+from .connectivity import compare_barrier, loss_path
 from .distances import DISTANCES, Distance
 from .file import Fingerprint
+from .gradfield import compare_gradients
 from .queries import SAMPLERS, Context, Queries, Sampler
 from .representations import REPRESENTATIONS, Representation
 from .schemes import NAMED, Scheme, make_scheme
@@ -24,8 +26,11 @@ __all__ = [
     "Scheme",
     "calibrate",
     "compare_activations",
+    "compare_barrier",
+    "compare_gradients",
     "compare_weights",
     "extract",
+    "loss_path",
     "make_scheme",
     "score",
     "verify",

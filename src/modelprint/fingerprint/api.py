@@ -290,7 +290,8 @@ def verify_combined(
 ) -> Verdict:
     """One verdict from several calibrated fingerprints of the same owner: their p-values combined by ``holm``
     or ``bonferroni`` (the smallest p-value times their number: decisive when any one scheme is, valid however the
-    schemes depend on each other), or ``tippett``, ``fisher`` or ``stouffer``, which assume independent tests:
+    schemes depend on each other), ``vote`` (a majority of the schemes must be decisive, DeepJudge's judge, also
+    valid under any dependence), or ``tippett``, ``fisher`` or ``stouffer``, which assume independent tests:
     fingerprints sharing a suspect and null models are positively dependent, so these overstate the evidence
     (the verdict says so). The score is -log10 of the combined p-value."""
     if not fps:

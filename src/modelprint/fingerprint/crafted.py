@@ -72,6 +72,31 @@ class Adversarial(Sampler):
         return Queries(torch.stack([seeds, adv], 1).flatten(0, 1), "pairs", 2)
 
 
+@SAMPLERS.register("deepjudge")
+class DeepJudgeTests(Sampler):
+    """DeepJudge's black-box test cases (Chen et al., S&P 2022): PGD adversarial examples of the owner (L-infinity
+    radius ``eps`` of the input range) from held-out seeds it classifies correctly, kept with the seeds' labels
+    for the robustness distance (RobD) and compared whole for the output divergence (JSD). Deviation: the seeds
+    are drawn at random (the paper draws them per class)."""
+
+    gradients = True
+
+    def __init__(self, eps: float = 0.1, steps: int = 10):
+        self.eps, self.steps = eps, steps
+
+    def sample(self, ctx: Context) -> Queries:
+        module = ctx.owner_module(self)
+        right = torch.nonzero(ctx.owner.labels(ctx.x) == ctx.y).flatten()
+        if len(right) < ctx.budget:
+            raise ConfigError(
+                f"the owner classifies {len(right)} held-out inputs right, fewer than the budget {ctx.budget}"
+            )
+        pick = right[torch.randperm(len(right), generator=ctx.gen)[: ctx.budget]]
+        seeds, labels = ctx.x[pick], ctx.y[pick]
+        adv = pgd(module, seeds, labels, self.eps * ctx.span, self.steps, ctx.gen, ctx.low, ctx.high, ctx.device)
+        return Queries(adv, aux={"labels": labels})
+
+
 @SAMPLERS.register("boundary")
 class Boundary(Sampler):
     """IPGuard's points near the owner's decision boundary: from each seed (owner's class i, random target j != i),

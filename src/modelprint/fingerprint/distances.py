@@ -83,6 +83,35 @@ class MeanGap(Distance):
         return float((a.double().mean() - b.double().mean()) / 2)
 
 
+@DISTANCES.register("abs-gap")
+class AbsGap(Distance):
+    """The absolute difference of the two representations' means (values in [0, 1]): DeepJudge's robustness
+    distance RobD when they are robust accuracies."""
+
+    scale = "unit"
+
+    def __call__(self, a, b):
+        return float((a.double().mean() - b.double().mean()).abs())
+
+
+@DISTANCES.register("jsd")
+class JSD(Distance):
+    """The mean Jensen-Shannon divergence (base 2, so in [0, 1]) between the two models' probability vectors
+    on each query (DeepJudge's JSD)."""
+
+    scale = "unit"
+
+    def __call__(self, a, b):
+        p, q = a.double().clamp_min(0), b.double().clamp_min(0)
+        p, q = p / p.sum(1, keepdim=True).clamp_min(1e-300), q / q.sum(1, keepdim=True).clamp_min(1e-300)
+        m = (p + q) / 2
+
+        def kl(u: torch.Tensor) -> torch.Tensor:
+            return torch.where(u > 0, u * (u.clamp_min(1e-300) / m.clamp_min(1e-300)).log2(), 0.0).sum(1)
+
+        return float(((kl(p) + kl(q)) / 2).clamp(0, 1).mean())
+
+
 @DISTANCES.register("l2")
 class L2(Distance):
     """Root mean square difference."""

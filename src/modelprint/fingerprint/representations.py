@@ -53,6 +53,43 @@ class Probs(Representation):
         return out
 
 
+@REPRESENTATIONS.register("concat")
+class Concat(Representation):
+    """Every query's probability vector, concatenated into one vector compared as a whole (the UAP fingerprint
+    of Peng et al. 2022: the outputs on x and on x + v)."""
+
+    def __call__(self, out, aux, num_classes):
+        return out.reshape(1, -1)
+
+
+@REPRESENTATIONS.register("encoded")
+class Encoded(Representation):
+    """The concatenated probabilities mapped by the encoder the sampler trained and stored in the fingerprint
+    (the UAP fingerprint's contrastive encoder, Peng et al. 2022): one unit vector."""
+
+    def __call__(self, out, aux, num_classes):
+        names = ("encoder.0.weight", "encoder.0.bias", "encoder.2.weight", "encoder.2.bias")
+        if any(n not in aux for n in names):
+            raise ConfigError("the encoded representation needs an encoder in the fingerprint: uap(surrogates=4,...)")
+        w1, b1, w2, b2 = (aux[n].double() for n in names)
+        v = out.double().reshape(1, -1)
+        if v.shape[1] != w1.shape[1]:
+            raise ConfigError(f"the encoder reads {w1.shape[1]} outputs, the answers give {v.shape[1]}")
+        return F.normalize(F.relu(v @ w1.T + b1) @ w2.T + b2, dim=1)
+
+
+@REPRESENTATIONS.register("shift")
+class Shift(Representation):
+    """How the probabilities move from each seed to its variant, f(x') - f(x) over every (x, x') pair,
+    concatenated into one vector: what the owner's own perturbation does to it, without the answers on the
+    seeds that independent models share (modelprint's variant of the UAP fingerprint)."""
+
+    layouts = ("pairs",)
+
+    def __call__(self, out, aux, num_classes):
+        return (out[1::2] - out[0::2]).reshape(1, -1)
+
+
 @REPRESENTATIONS.register("logits")
 class Logits(Representation):
     """The raw scores of each query (white-box suspects and logit APIs only)."""
@@ -128,6 +165,23 @@ class Lime(Representation):
         masks = aux["masks"]  # (n, m, segments)
         y = out.reshape(masks.shape[0], masks.shape[1], -1).double()
         return (torch.linalg.pinv(masks.double()) @ y).flatten(0, 1)  # (n * segments, classes)
+
+
+@REPRESENTATIONS.register("robust")
+class Robust(Representation):
+    """Whether each adversarial test case is still answered with its seed's true label (DeepJudge's robustness:
+    its mean is the robust accuracy)."""
+
+    kind, per_unit = "real", True
+
+    @property
+    def needs(self) -> Output:
+        return "labels"
+
+    def __call__(self, out, aux, num_classes):
+        if "labels" not in aux:
+            raise ConfigError("the robust representation needs the seeds' labels: use the deepjudge sampler")
+        return (out == aux["labels"]).double()
 
 
 @REPRESENTATIONS.register("label-rank")

@@ -56,6 +56,33 @@ NAMED: dict[str, tuple[str, str, str]] = {
         "",
     ),
     "Random": ("random+labels+hamming", "Label agreement on random held-out inputs (baseline)", ""),
+    "DeepFool": (
+        "deepfool+labels+hamming",
+        "DeepFool's points just across the owner's nearest boundary (Wang & Chang, ISCAS 2021)",
+        "points clipped to the data's range; seeds drawn at random from the held-out data",
+    ),
+    "UAP": (
+        "uap(surrogates=4,references=4)+encoded+cosine",
+        "Outputs on (x, x + v), v a universal adversarial perturbation of the owner, through a contrastively "
+        "trained encoder (Peng et al., CVPR 2022)",
+        "the encoder is trained on modelprint's helper models (label-extraction surrogates, independent "
+        "references), not on the owner's own pirated models; L-infinity UAP",
+    ),
+    "UAP-shift": (
+        "uap(xi=0.1)+shift+cosine",
+        "modelprint: UAP's queries, compared by how the owner's perturbation moves the outputs",
+        "",
+    ),
+    "DeepJudge-RobD": (
+        "deepjudge+robust+abs-gap",
+        "DeepJudge's robustness distance on the owner's adversarial test cases (Chen et al., S&P 2022)",
+        "seeds drawn at random, not per class; the paper's fixed-ratio threshold is replaced by a calibrated null",
+    ),
+    "DeepJudge-JSD": (
+        "deepjudge+probs+jsd",
+        "DeepJudge's Jensen-Shannon divergence of outputs on its test cases (Chen et al., S&P 2022)",
+        "as DeepJudge-RobD; combine both with verify_combined(method='vote') for the paper's majority vote",
+    ),
     "CAE": (
         "conferrable+labels+hamming",
         "Conferrable adversarial examples (Lukas et al. 2021)",

@@ -45,6 +45,7 @@ def _calibrated(
     device,
     stratum: str | None = None,
     owner_stratum: str | None = None,
+    scale: Scale | None = None,  # default: a correlation (matching agreements, CKA >= 0, gradient fields)
 ):
     from ..decide import decide
     from ..lineage import resolve
@@ -63,7 +64,7 @@ def _calibrated(
         strata.append(architecture(m) or "")
     return decide(
         score,
-        Null(np.array(scores), tuple(strata), Scale("correlation")),  # both scores are correlations (CKA >= 0)
+        Null(np.array(scores), tuple(strata), scale or Scale("correlation")),
         alpha,
         queries=0,
         scheme=scheme,
