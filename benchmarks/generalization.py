@@ -31,7 +31,7 @@ OWNERS = {"digits": "lenet", "mnist1d": "cnn"}
 STUDENTS = {"digits": ("lenet", "mlp", "cnn"), "mnist1d": ("cnn", "mlp", "cnn1d")}
 SURROGATE_ARCHS = {"digits": ("mlp", "cnn", "lenet"), "mnist1d": ("mlp", "cnn1d", "cnn")}
 SCHEMES = ("AKH", "SAC-w", "ModelDiff", "IPGuard", "ZestOfLIME", "FBI", "FBI-labels", "CAE", "Divergent", "Preference",
-           "DeepFool", "UAP", "UAP-shift", "DeepJudge-RobD", "DeepJudge-JSD")  # fmt: skip
+           "DeepFool", "UAP", "UAP-shift", "DeepJudge-RobD", "DeepJudge-JSD", "MetaV", "MetaV-datafree")  # fmt: skip
 NEGATIVE_SEED = 80_000  # clear of the null bank's and the calibration benchmark's seeds
 
 

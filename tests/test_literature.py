@@ -14,8 +14,16 @@ from torch import nn
 from modelprint import data
 from modelprint.access import WhiteBox
 from modelprint.decide import combine
-from modelprint.fingerprint import DISTANCES, REPRESENTATIONS, compare_barrier, compare_gradients, loss_path
+from modelprint.fingerprint import (
+    DISTANCES,
+    REPRESENTATIONS,
+    compare_barrier,
+    compare_gradients,
+    compare_layers,
+    loss_path,
+)
 from modelprint.fingerprint.deepfool import deepfool, universal_perturbation
+from modelprint.fingerprint.deepjudge import distances
 from modelprint.fingerprint.gradfield import gif_similarity
 
 from .conftest import SOURCE
@@ -65,6 +73,26 @@ def test_deepjudge_metrics_by_hand():
     # JS(p, q) for p = (1, 0), q = (1/2, 1/2): m = (3/4, 1/4); (KL(p||m) + KL(q||m)) / 2 in bits
     expected = (np.log2(4 / 3) + 0.5 * np.log2(2 / 3) + 0.5 * np.log2(2)) / 2
     assert jsd(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.5, 0.5]])) == pytest.approx(expected)
+
+
+def test_deepjudge_layer_metrics_by_hand():
+    a = [torch.tensor([[0.0, 1.0], [2.0, 3.0]], dtype=torch.float64)]
+    assert distances(a, a) == {"LOD": 0.0, "LAD": 0.0, "NOD": 0.0, "NAD": 0.0}
+    b = [torch.tensor([[0.0, 1.0], [2.0, 0.0]], dtype=torch.float64)]  # the second unit now falls on input 2
+    d = distances(a, b, top=0.5)  # the owner's most active unit is the second (mean 2)
+    assert d["LOD"] == pytest.approx(1.5)  # L2 per input: 0 and 3, averaged
+    assert d["LAD"] == pytest.approx(0.5)  # statuses (0,0),(1,1) against (0,1),(1,0): half of them flip
+    assert d["NOD"] == pytest.approx(1.5) and d["NAD"] == pytest.approx(1.0)
+
+
+def test_deepjudge_white_box_judge_sees_through_a_permutation(zoo, mlp_nulls):
+    owner = zoo(OWNER).module
+    v = compare_layers(owner, zoo(DERIVED).module, null_models=mlp_nulls, alpha=0.05)
+    assert v.related and v.p_value <= 0.005 and "vote over 4" in v.method, v
+    far = compare_layers(owner, zoo("train(mlp,digits,7)").module, null_models=mlp_nulls, alpha=0.05)
+    assert not far.related and far.p_value >= 0.1, far
+    blind = compare_layers(owner, zoo(DERIVED).module, null_models=mlp_nulls, alpha=0.05, align=False)
+    assert not blind.related  # the paper's metrics, unaligned, miss a permuted copy
 
 
 def test_majority_vote_is_valid_under_any_dependence():
@@ -185,3 +213,25 @@ def test_diff_and_compare_commands(zoo, zoo_cache, relabelled, tmp_path):
     assert "weights:barrier" in barrier.stdout and (tmp_path / "b.png").stat().st_size > 1000
     wrong = cli("compare", OWNER, DERIVED, "--method", "magic", "--cache", str(zoo_cache))
     assert wrong.returncode == 2 and "--method must be one of" in wrong.stderr
+
+
+@pytest.mark.parametrize("data_free", [False, True])
+def test_metav_learns_its_queries_with_a_verifier(data_free, zoo):
+    import modelprint as mp
+    from modelprint.fingerprint.learned import transformed_copies
+
+    owner = zoo(OWNER).module
+    copies = transformed_copies(owner, 2, torch.Generator().manual_seed(0))
+    x = data.load("digits", "test").x[:100]
+    for c in copies:  # a thief's cheap copies keep the function
+        assert float((WhiteBox(c).labels(x) == WhiteBox(owner).labels(x)).float().mean()) > 0.8
+    refs = [zoo(f"train(mlp,digits,{s})").module for s in (4, 5)]
+    spec = f"metav(surrogates=1,references=2,copies=2,steps=60,data_free={str(data_free).lower()})+verifier+abs-gap"
+    fp = mp.extract(owner, spec, "digits", 10, seed=0, references=refs, surrogates=[zoo(DERIVED).module])
+    assert "verifier.net.0.weight" in fp.aux and fp.queries.shape == (10, 1, 8, 8)
+    assert float(fp.queries.min()) >= 0.0 and float(fp.queries.max()) <= 1.0  # kept in the data's range
+    if data_free:  # learned from noise: no query is one of the held-out inputs
+        pool = data.load("digits", "test").x
+        assert float(torch.cdist(fp.queries.flatten(1), pool.flatten(1)).min()) > 0.1
+    assert mp.score(fp, copy.deepcopy(owner)) == pytest.approx(1.0)
+    assert mp.score(fp, zoo(DERIVED).module) > max(mp.score(fp, m) for m in refs) + 0.2  # what it learned

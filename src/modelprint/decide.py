@@ -392,6 +392,30 @@ def combine(p_values: Sequence[float], method: str = "bonferroni") -> float:
     return float(stats.combine_pvalues(np.clip(p_values, 1e-300, 1.0), method=method).pvalue)
 
 
+def combine_verdicts(parts: Sequence[Verdict], method: str, alpha: float) -> Verdict:
+    """One verdict from several on the same suspect, their p-values combined by ``method`` (see ``combine``);
+    inconclusive when every part is. The score is -log10 of the combined p-value."""
+    p = combine([v.p_value for v in parts], method)
+    inconclusive = [v.scheme for v in parts if v.outcome == "inconclusive"]
+    outcome = "related" if p <= alpha else "inconclusive" if len(inconclusive) == len(parts) else "not related"
+    warnings = [] if COMBINERS[method] else [f"{method} assumes independent tests; these share a suspect and nulls"]
+    if inconclusive:
+        warnings.append(f"inconclusive alone: {', '.join(inconclusive)}")
+    return Verdict(
+        score=-math.log10(max(p, 1e-300)),
+        threshold=-math.log10(alpha),
+        p_value=p,
+        related=outcome == "related",
+        queries=sum(v.queries for v in parts),
+        alpha=alpha,
+        scheme="+".join(v.scheme for v in parts),
+        method=f"{method} over {len(parts)} schemes" + ("" if COMBINERS[method] else " (assumes independence)"),
+        outcome=outcome,
+        warnings=tuple(warnings),
+        evidence={v.scheme: {"score": v.score, "p_value": v.p_value, "outcome": v.outcome} for v in parts},
+    )
+
+
 def serfling_radius(n: int, population: int, looks: int, delta: float, span: float = 1.0) -> float:
     """Half-width of an interval holding the mean of a finite population of ``population`` values (in a range of
     width ``span``) with probability ``1 - delta``, from ``n`` of them drawn without replacement, simultaneously

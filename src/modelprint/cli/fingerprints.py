@@ -180,8 +180,9 @@ def compare_cmd(
         typer.Option(
             "--method",
             help="matching: do the hidden units' incoming and outgoing weights agree on a correspondence; "
-            "barrier: the loss barrier on the aligned linear path between the two; gradients: their gradient "
-            "fields (ModelGiF), across architectures. barrier and gradients read --data.",
+            "barrier: the loss barrier on the aligned linear path between the two; deepjudge: DeepJudge's layer "
+            "metrics after alignment, majority vote; gradients: their gradient fields (ModelGiF), across "
+            "architectures. All but matching read --data.",
         ),
     ] = "matching",
     data: Annotated[str, typer.Option("--data", help="Data to measure the loss on (--method barrier).")] = "digits",
@@ -195,11 +196,12 @@ def compare_cmd(
     """White-box: is MODEL_B's checkpoint derived from MODEL_A's, through any permutation or rescaling of
     hidden units (or, with --method gradients, in any architecture)? Exit code 0: related, 1: not related,
     3: inconclusive, 2: error."""
-    from ..fingerprint import compare_barrier, compare_gradients, compare_weights
+    from ..fingerprint import compare_barrier, compare_gradients, compare_layers, compare_weights
     from ..fingerprint.connectivity import plot_paths
     from ..lineage import resolve
 
-    methods = {"matching": compare_weights, "barrier": compare_barrier, "gradients": compare_gradients}
+    methods = {"matching": compare_weights, "barrier": compare_barrier, "deepjudge": compare_layers,
+               "gradients": compare_gradients}  # fmt: skip
     if method not in methods:
         raise ConfigError(f"--method must be one of {', '.join(methods)}, not {method!r}")
     if plot and method != "barrier":
@@ -211,10 +213,10 @@ def compare_cmd(
         options = {"null_models": null or None, "alpha": alpha, "cache_dir": cache, "device": device}
         if method == "matching":
             v = compare_weights(a, b, input_shape=shape, **options)
-        elif method == "barrier":
-            v = compare_barrier(a, b, data, input_shape=shape, **options)
-        else:
+        elif method == "gradients":
             v = compare_gradients(a, b, data, **options)
+        else:
+            v = methods[method](a, b, data, input_shape=shape, **options)
     if plot:
         plot_paths(v.evidence, plot)
         err_console.print(f"loss paths: {plot}")

@@ -1,9 +1,10 @@
 """Functional fingerprints: query samplers x representations x distances (QuRD's decomposition), the named
 schemes of the literature, the fingerprint file, and the extract / calibrate / verify workflow."""
 
-from . import crafted, deepfool  # noqa: F401  (register the samplers that optimise their queries)
+from . import crafted, deepfool, learned  # noqa: F401  (register the samplers that optimise their queries)
 from .api import calibrate, extract, score, verify, verify_combined
 from .connectivity import compare_barrier, loss_path
+from .deepjudge import compare_layers
 from .distances import DISTANCES, Distance
 from .file import Fingerprint
 from .gradfield import compare_gradients
@@ -28,6 +29,7 @@ __all__ = [
     "compare_activations",
     "compare_barrier",
     "compare_gradients",
+    "compare_layers",
     "compare_weights",
     "extract",
     "loss_path",

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..access import BlackBox, Model, WhiteBox, architecture
-from ..decide import COMBINERS, check_alpha, combine, decide, serfling_radius
+from ..decide import COMBINERS, check_alpha, combine_verdicts, decide, serfling_radius
 from ..digest import module_digest
 from ..errors import ConfigError
 from ..verdict import Verdict
@@ -302,22 +302,4 @@ def verify_combined(
     check_alpha(alpha)
     model = as_suspect(suspect, fps[0], cache_dir, device)
     parts = [verify(fp, model, alpha=alpha, cache_dir=cache_dir, device=device) for fp in fps]
-    p = combine([v.p_value for v in parts], method)
-    inconclusive = [v.scheme for v in parts if v.outcome == "inconclusive"]
-    outcome = "related" if p <= alpha else "inconclusive" if len(inconclusive) == len(parts) else "not related"
-    warnings = [] if COMBINERS[method] else [f"{method} assumes independent tests; these share a suspect and nulls"]
-    if inconclusive:
-        warnings.append(f"inconclusive alone: {', '.join(inconclusive)}")
-    return Verdict(
-        score=-math.log10(max(p, 1e-300)),
-        threshold=-math.log10(alpha),
-        p_value=p,
-        related=outcome == "related",
-        queries=sum(v.queries for v in parts),
-        alpha=alpha,
-        scheme="+".join(v.scheme for v in parts),
-        method=f"{method} over {len(parts)} schemes" + ("" if COMBINERS[method] else " (assumes independence)"),
-        outcome=outcome,
-        warnings=tuple(warnings),
-        evidence={v.scheme: {"score": v.score, "p_value": v.p_value, "outcome": v.outcome} for v in parts},
-    )
+    return combine_verdicts(parts, method, alpha)

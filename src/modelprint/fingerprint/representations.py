@@ -78,6 +78,25 @@ class Encoded(Representation):
         return F.normalize(F.relu(v @ w1.T + b1) @ w2.T + b2, dim=1)
 
 
+@REPRESENTATIONS.register("verifier")
+class VerifierOutput(Representation):
+    """The probability, by the meta-verifier the sampler learned and stored in the fingerprint (MetaV), that the
+    model answering is the owner's or derived from it."""
+
+    def __call__(self, out, aux, num_classes):
+        from .learned import Verifier
+
+        state = {k[len("verifier.") :]: v for k, v in aux.items() if k.startswith("verifier.")}
+        if not state:
+            raise ConfigError("the verifier representation needs a verifier in the fingerprint: use the metav sampler")
+        verifier = Verifier(state["net.0.weight"].shape[1], state["net.0.weight"].shape[0])
+        verifier.load_state_dict(state)
+        if out.numel() != state["net.0.weight"].shape[1]:
+            raise ConfigError(f"the verifier reads {state['net.0.weight'].shape[1]} outputs, got {out.numel()}")
+        with torch.no_grad():
+            return torch.sigmoid(verifier(out.float().reshape(1, -1))).double()
+
+
 @REPRESENTATIONS.register("shift")
 class Shift(Representation):
     """How the probabilities move from each seed to its variant, f(x') - f(x) over every (x, x') pair,

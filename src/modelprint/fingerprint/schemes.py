@@ -83,6 +83,17 @@ NAMED: dict[str, tuple[str, str, str]] = {
         "DeepJudge's Jensen-Shannon divergence of outputs on its test cases (Chen et al., S&P 2022)",
         "as DeepJudge-RobD; combine both with verify_combined(method='vote') for the paper's majority vote",
     ),
+    "MetaV": (
+        "metav+verifier+abs-gap",
+        "Queries and a meta-verifier learned together on positives and negatives (Pan et al., KDD 2022)",
+        "trained on modelprint's helpers (4 surrogates, 6 transformed copies, 6 references), not a zoo of pirated "
+        "models; the score is the verifier's probability (1 minus its gap to the owner's)",
+    ),
+    "MetaV-datafree": (
+        "metav(data_free=true)+verifier+abs-gap",
+        "MetaV's learning from noise instead of the owner's data: task-agnostic, data-free queries (after TAFA)",
+        "TAFA derives its queries from the network's activation constraints; here they are learned from noise",
+    ),
     "CAE": (
         "conferrable+labels+hamming",
         "Conferrable adversarial examples (Lukas et al. 2021)",
