@@ -91,7 +91,17 @@ def test_extract_calibrate_verify(zoo_cache, tmp_path):
 def test_schemes_lists_named_schemes_and_components():
     result = runner.invoke(app, ["schemes"])
     assert result.exit_code == 0
-    for word in ("AKH", "ZestOfLIME", "conferrable", "mutual-info", "hard labels", "probs"):
+    for word in (
+        "AKH",
+        "ZestOfLIME",
+        "conferrable",
+        "mutual-info",
+        "hard labels",
+        "probs",
+        "MetaV",
+        "white-box",
+        "deepjudge",
+    ):
         assert word in result.output
 
 

@@ -95,6 +95,20 @@ def test_deepjudge_white_box_judge_sees_through_a_permutation(zoo, mlp_nulls):
     assert not blind.related  # the paper's metrics, unaligned, miss a permuted copy
 
 
+def test_learned_parts_read_from_a_file_are_checked():
+    from modelprint.errors import ConfigError
+
+    out = torch.rand(4, 3)
+    with pytest.raises(ConfigError, match="verifier is malformed"):
+        REPRESENTATIONS.make("verifier")(out, {"verifier.net.0.weight": torch.zeros(8, 12)}, 3)
+    with pytest.raises(ConfigError, match="needs a verifier"):
+        REPRESENTATIONS.make("verifier")(out, {}, 3)
+    bad = {"encoder.0.weight": torch.zeros(8, 12), "encoder.0.bias": torch.zeros(7)}
+    bad |= {"encoder.2.weight": torch.zeros(4, 8), "encoder.2.bias": torch.zeros(4)}
+    with pytest.raises(ConfigError, match="encoder is malformed"):
+        REPRESENTATIONS.make("encoded")(out, bad, 3)
+
+
 def test_majority_vote_is_valid_under_any_dependence():
     assert combine([0.01, 0.02, 0.5], "vote") == pytest.approx(1.5 * 0.02)  # 2 of 3 must be decisive
     assert combine([0.001, 0.9], "vote") == 0.9  # of 2, both
@@ -235,3 +249,5 @@ def test_metav_learns_its_queries_with_a_verifier(data_free, zoo):
         assert float(torch.cdist(fp.queries.flatten(1), pool.flatten(1)).min()) > 0.1
     assert mp.score(fp, copy.deepcopy(owner)) == pytest.approx(1.0)
     assert mp.score(fp, zoo(DERIVED).module) > max(mp.score(fp, m) for m in refs) + 0.2  # what it learned
+    # learning the queries left the models it learned from as they were (they are the caller's)
+    assert all(p.requires_grad and p.grad is None for m in (owner, *refs) for p in m.parameters())

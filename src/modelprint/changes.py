@@ -64,7 +64,10 @@ class Changes:
             return lines[0] + "\nNothing to describe: they answer alike on every probe input."
         lines.append("Most frequent changes (A's answer -> B's answer):")
         total = sum(n for *_, n in self.transitions)
-        lines += [f"  {a} -> {b}: {n} inputs ({n / total:.0%} of the changes)" for a, b, n in self.transitions[:5]]
+        lines += [
+            f"  {a} -> {b}: {n} input{'s' * (n != 1)} ({n / total:.0%} of the changes)"
+            for a, b, n in self.transitions[:5]
+        ]
         worst = sorted(self.by_class.items(), key=lambda kv: -kv[1])[:3]
         lines.append("A's classes B answers differently most often: " + ", ".join(f"{c} ({r:.0%})" for c, r in worst))
         if self.rules:

@@ -181,8 +181,8 @@ def compare_cmd(
             "--method",
             help="matching: do the hidden units' incoming and outgoing weights agree on a correspondence; "
             "barrier: the loss barrier on the aligned linear path between the two; deepjudge: DeepJudge's layer "
-            "metrics after alignment, majority vote; gradients: their gradient fields (ModelGiF), across "
-            "architectures. All but matching read --data.",
+            "metrics after alignment, majority vote; gradients (ModelGiF's gradient fields) and cka (CKA of the "
+            "layers): across architectures. All but matching read --data (see modelprint schemes).",
         ),
     ] = "matching",
     data: Annotated[str, typer.Option("--data", help="Data to measure the loss on (--method barrier).")] = "digits",
@@ -196,14 +196,13 @@ def compare_cmd(
     """White-box: is MODEL_B's checkpoint derived from MODEL_A's, through any permutation or rescaling of
     hidden units (or, with --method gradients, in any architecture)? Exit code 0: related, 1: not related,
     3: inconclusive, 2: error."""
-    from ..fingerprint import compare_barrier, compare_gradients, compare_layers, compare_weights
+    from ..fingerprint.comparisons import COMPARISONS
     from ..fingerprint.connectivity import plot_paths
+    from ..fingerprint.helpers import held_out
     from ..lineage import resolve
 
-    methods = {"matching": compare_weights, "barrier": compare_barrier, "deepjudge": compare_layers,
-               "gradients": compare_gradients}  # fmt: skip
-    if method not in methods:
-        raise ConfigError(f"--method must be one of {', '.join(methods)}, not {method!r}")
+    if method not in COMPARISONS:
+        raise ConfigError(f"--method must be one of {', '.join(COMPARISONS)}, not {method!r}")
     if plot and method != "barrier":
         raise ConfigError("--plot draws the loss paths of --method barrier")
     device = check_device(device)
@@ -211,12 +210,15 @@ def compare_cmd(
     with err_console.status("aligning hidden units and calibrating on independent models"):
         shape = tuple(_ints(input_shape, "--input-shape")) if input_shape else None
         options = {"null_models": null or None, "alpha": alpha, "cache_dir": cache, "device": device}
+        compare = COMPARISONS[method][0]
         if method == "matching":
-            v = compare_weights(a, b, input_shape=shape, **options)
+            v = compare(a, b, input_shape=shape, **options)
+        elif method == "cka":
+            v = compare(a, b, held_out(data)[0][:200], **options)
         elif method == "gradients":
-            v = compare_gradients(a, b, data, **options)
+            v = compare(a, b, data, **options)
         else:
-            v = methods[method](a, b, data, input_shape=shape, **options)
+            v = compare(a, b, data, input_shape=shape, **options)
     if plot:
         plot_paths(v.evidence, plot)
         err_console.print(f"loss paths: {plot}")
@@ -227,6 +229,7 @@ def compare_cmd(
 def schemes_cmd() -> None:
     """List the named fingerprinting schemes and the components they combine, with the access each needs."""
     from ..fingerprint import DISTANCES, NAMED, REPRESENTATIONS, SAMPLERS, make_scheme
+    from ..fingerprint.comparisons import COMPARISONS
 
     named = Table(title="named schemes")
     columns = ("scheme", "components", "owner at extraction", "access at verification", "sequential", "what",
@@ -239,6 +242,12 @@ def schemes_cmd() -> None:
         owner = "torch module (gradients)" if s.sampler.gradients else "any (its answers)"
         named.add_row(name, s.components, owner, access, "yes" if s.sequential else "", what, deviation)
     console.print(named)
+    white = Table(title="white-box comparisons (modelprint compare --method)")
+    for col in ("method", "what", "deviation from the paper"):
+        white.add_column(col)
+    for name, (_, what, deviation) in COMPARISONS.items():
+        white.add_row(name, what, deviation)
+    console.print(white)
     for title, reg in (("query samplers", SAMPLERS), ("representations", REPRESENTATIONS), ("distances", DISTANCES)):
         console.print(registry_table(title, reg))
     console.print("Combine any compatible parts: modelprint extract MODEL --scheme 'adversarial(eps=0.05)+ddv+cosine'")

@@ -7,7 +7,7 @@ layer by layer, on test cases (held-out seeds and their adversarial examples on 
 - NOD / NAD: the same on the owner's most active tenth of the units of each layer.
 
 The paper's judge thresholds each metric on negative models and takes a majority vote; here each metric is
-calibrated on independent models (its p-value) and the vote is Rüger's (``decide.combine(..., "vote")``), so the
+calibrated on independent models (its p-value) and the vote is Rüger's (``combination.combine(..., "vote")``), so the
 verdict's false-positive rate holds. Deviation: with ``align=true`` (the default) the suspect's hidden units are
 first aligned to the owner's (weight matching, after removing rescalings), which the paper does not do: without
 it, a thief who permutes the hidden units escapes every layer metric."""

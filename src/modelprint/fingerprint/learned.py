@@ -84,9 +84,7 @@ class MetaV(Sampler):
             *transformed_copies(owner, self.copies, ctx.gen),
         ]
         negatives = ctx.models("references", self.references)
-        models = [m.to(ctx.device).eval() for m in positives + negatives]
-        for m in models:
-            m.requires_grad_(False)
+        models = [m.to(ctx.device).eval() for m in positives + negatives]  # the caller's: left as they are
         labels = torch.tensor([1.0] * len(positives) + [0.0] * len(negatives), device=ctx.device)
         # the classes are balanced by weight: a few negatives count as much as many positives
         weights = torch.where(labels > 0, 0.5 / len(positives), 0.5 / len(negatives))
@@ -102,8 +100,9 @@ class MetaV(Sampler):
         for _ in range(self.steps):
             probs = torch.stack([m(x).softmax(1) for m in models])  # (models, budget, classes)
             loss = (F.binary_cross_entropy_with_logits(verifier(probs), labels, reduction="none") * weights).sum()
-            opt.zero_grad()
-            loss.backward()
+            learned = [x, *verifier.parameters()]  # not the models': their weights stay untouched, .grad included
+            for p, g in zip(learned, torch.autograd.grad(loss, learned), strict=True):
+                p.grad = g
             opt.step()
             with torch.no_grad():
                 x.clamp_(ctx.low, ctx.high)

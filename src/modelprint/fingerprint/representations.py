@@ -72,6 +72,14 @@ class Encoded(Representation):
         if any(n not in aux for n in names):
             raise ConfigError("the encoded representation needs an encoder in the fingerprint: uap(surrogates=4,...)")
         w1, b1, w2, b2 = (aux[n].double() for n in names)
+        if (
+            w1.ndim != 2
+            or w2.ndim != 2
+            or b1.shape != w1.shape[:1]
+            or w2.shape[1:] != b1.shape
+            or b2.shape != w2.shape[:1]
+        ):
+            raise ConfigError("the fingerprint's encoder is malformed: its weights do not fit together")
         v = out.double().reshape(1, -1)
         if v.shape[1] != w1.shape[1]:
             raise ConfigError(f"the encoder reads {w1.shape[1]} outputs, the answers give {v.shape[1]}")
@@ -89,8 +97,11 @@ class VerifierOutput(Representation):
         state = {k[len("verifier.") :]: v for k, v in aux.items() if k.startswith("verifier.")}
         if not state:
             raise ConfigError("the verifier representation needs a verifier in the fingerprint: use the metav sampler")
-        verifier = Verifier(state["net.0.weight"].shape[1], state["net.0.weight"].shape[0])
-        verifier.load_state_dict(state)
+        try:
+            verifier = Verifier(state["net.0.weight"].shape[1], state["net.0.weight"].shape[0])
+            verifier.load_state_dict(state)
+        except (KeyError, IndexError, RuntimeError) as e:
+            raise ConfigError(f"the fingerprint's verifier is malformed ({str(e).splitlines()[0]})") from None
         if out.numel() != state["net.0.weight"].shape[1]:
             raise ConfigError(f"the verifier reads {state['net.0.weight'].shape[1]} outputs, got {out.numel()}")
         with torch.no_grad():
