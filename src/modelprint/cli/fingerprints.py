@@ -169,7 +169,9 @@ def compare_cmd(
     model_b: Annotated[str, typer.Argument(help="The suspect checkpoint, same architecture (widths may differ).")],
     null: Annotated[
         list[str] | None,
-        typer.Option("--null", "-n", help="An independent model (repeat): of the same architecture but for gradients."),
+        typer.Option(
+            "--null", "-n", help="An independent model (repeat): of A's architecture but for gradients and cka."
+        ),
     ] = None,
     alpha: Annotated[float, typer.Option("--alpha", help="False-positive rate to decide at.")] = 0.01,
     input_shape: Annotated[
@@ -185,7 +187,7 @@ def compare_cmd(
             "layers): across architectures. All but matching read --data (see modelprint schemes).",
         ),
     ] = "matching",
-    data: Annotated[str, typer.Option("--data", help="Data to measure the loss on (--method barrier).")] = "digits",
+    data: Annotated[str, typer.Option("--data", help="Data the models answer (every method but matching).")] = "digits",
     plot: Annotated[
         Path | None, typer.Option("--plot", help="--method barrier: write the loss paths as an image.")
     ] = None,
@@ -194,7 +196,7 @@ def compare_cmd(
     device: DeviceOpt = "cpu",
 ) -> None:
     """White-box: is MODEL_B's checkpoint derived from MODEL_A's, through any permutation or rescaling of
-    hidden units (or, with --method gradients, in any architecture)? Exit code 0: related, 1: not related,
+    hidden units (or, with --method gradients or cka, in any architecture)? Exit code 0: related, 1: not related,
     3: inconclusive, 2: error."""
     from ..fingerprint.comparisons import COMPARISONS
     from ..fingerprint.connectivity import plot_paths
