@@ -31,21 +31,12 @@ from modelprint.access import architecture
 from modelprint.decide import Null, Scale
 from modelprint.fingerprint import NAMED, loss_path
 from modelprint.fingerprint.cka import cka_score
-from modelprint.fingerprint.gradfield import gif_similarity
+from modelprint.fingerprint.gradfield import OwnerField
 from modelprint.lineage import build
 
 OWNER, DATASET, BUDGET = "train(lenet,digits,0)", "digits", 100
 HELD_OUT_SEED = 90_000  # far from the bank's seeds: these models are never calibrated on
 WATERMARKS = ("trigger-set", "noise", "content", "unrelated", "frontier-stitching", "uchida")
-
-
-def gradient_field_of(owner, x):
-    """The owner's gradient field on ``x`` (once, for every model it is compared with)."""
-    from modelprint.fingerprint.gradfield import gradient_field
-
-    with torch.no_grad():
-        classes = owner(x).argmax(1)
-    return gradient_field(owner, x, classes, x.mean(0, keepdim=True))
 
 
 def interval(k: int, n: int) -> tuple[float, float]:
@@ -120,11 +111,12 @@ def main() -> None:
         rows += rows_for("weights", ps, mp.verify(fp, copy.deepcopy(owner)).p_value)
         save()
         log("weights done")
-    x, y = (lambda d: (d.x[:200], d.y[:200]))(data.load(DATASET, "test"))
-    field = gradient_field_of(owner, x[:64])
+    test = data.load(DATASET, "test")
+    x, y = test.x[:200], test.y[:200]
+    field = OwnerField.of(owner, x[:64])
     white_box = {  # name: (similarity to the owner, its scale, whether only the owner's architecture compares)
         "cka": (lambda m: cka_score(owner, m, x), Scale("correlation"), False),
-        "gradient-field": (lambda m: gif_similarity(owner, m, x[:64], field_a=field), Scale("correlation"), False),
+        "gradient-field": (field.similarity, Scale("correlation"), False),
         "barrier": (lambda m: loss_path(owner, m, x, y).score, Scale("distance"), True),
     }
     for name, (similarity, scale, own_only) in white_box.items():

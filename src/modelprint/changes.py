@@ -84,7 +84,7 @@ class Changes:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from .io import atomic_file
+        from .io import save_figure
 
         classes = 1 + max([max(a, b) for a, b, _ in self.transitions] + list(self.by_class), default=1)
         counts = np.zeros((classes, classes))
@@ -104,26 +104,22 @@ class Changes:
             right.bar(range(len(c)), c, color=np.where(c > 0, "tab:red", "tab:blue"))
             right.set_xlabel("position" if self.signal else "feature")
         right.set_title("mean input where they disagree\nminus where they agree")
-        path = Path(path)
-        with atomic_file(path) as tmp:
-            fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".") or "png")
-        plt.close(fig)
-        return path
+        return save_figure(fig, path)
 
 
-def features(x: torch.Tensor, grid: int = 4) -> tuple[np.ndarray, list[str], tuple[int, ...]]:
+def features(x: torch.Tensor, grid: int = 4) -> tuple[np.ndarray, list[str]]:
     """Interpretable features of inputs ``x``: the mean of each cell of a ``grid`` x ``grid`` partition of an
     image (rows and columns named), of each of ``grid``^2 windows of a signal, or the features of tabular rows.
-    Returns the feature matrix, their names and the layout of the positions (rows, cols) / (windows,) / ()."""
+    Returns the feature matrix and their names."""
     if x.ndim == 2:
-        return x.double().numpy(), [f"feature {i}" for i in range(x.shape[1])], ()
+        return x.double().numpy(), [f"feature {i}" for i in range(x.shape[1])]
     if x.ndim == 3:  # (n, channels, length)
         length = x.shape[2]
         w = min(grid * grid, length)
         edges = np.linspace(0, length, w + 1).round().astype(int)
         cols = [x[:, :, a:b].mean((1, 2)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
         names = [f"mean of positions {a}-{b - 1}" for a, b in zip(edges[:-1], edges[1:], strict=True)]
-        return torch.stack(cols, 1).double().numpy(), names, (w,)
+        return torch.stack(cols, 1).double().numpy(), names
     if x.ndim == 4:  # (n, channels, height, width)
         h, w = x.shape[2:]
         gh, gw = min(grid, h), min(grid, w)
@@ -133,7 +129,7 @@ def features(x: torch.Tensor, grid: int = 4) -> tuple[np.ndarray, list[str], tup
             for c0, c1 in zip(ce[:-1], ce[1:], strict=True):
                 cols.append(x[:, :, r0:r1, c0:c1].mean((1, 2, 3)))
                 names.append(f"mean of rows {r0}-{r1 - 1}, cols {c0}-{c1 - 1}")
-        return torch.stack(cols, 1).double().numpy(), names, (gh, gw)
+        return torch.stack(cols, 1).double().numpy(), names
     raise ConfigError(f"cannot describe inputs of shape {tuple(x.shape[1:])}: expected (F,), (C, L) or (C, H, W)")
 
 
@@ -183,7 +179,7 @@ def what_changed(
     transitions = sorted(((int(p[0]), int(p[1]), int(n)) for p, n in zip(pairs, counts, strict=True)),
                          key=lambda t: -t[2])  # fmt: skip
     by_class = {int(c): float(differ[la == c].mean()) for c in np.unique(la)}
-    feats, names, _ = features(xs, grid)
+    feats, names = features(xs, grid)
     flat = xs.double().mean(1) if xs.ndim > 2 else xs.double()  # over channels
     contrast = (flat[torch.from_numpy(differ)].mean(0) - flat[torch.from_numpy(~differ)].mean(0)).numpy()
     onehot = np.eye(a.num_classes)[la]

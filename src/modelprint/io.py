@@ -51,6 +51,17 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """Write a matplotlib figure atomically, in the format its suffix names (png without one), and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
+    plt.close(fig)
+    return path
+
+
 def atomic_dir(path: Path) -> Path:
     """A fresh temporary folder beside ``path``; ``commit_dir`` moves it into place in one rename."""
     path.parent.mkdir(parents=True, exist_ok=True)

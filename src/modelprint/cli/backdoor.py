@@ -205,11 +205,7 @@ def backdoor_detectors() -> None:
 
 def write_plot(evidence: dict, path: Path) -> None:
     """The reversed trigger's mask for the flagged class beside every class's mask norm."""
-    import matplotlib.pyplot as plt
-
     from ..integrity.report import figure
+    from ..io import save_figure
 
-    fig = figure(evidence)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(figure(evidence), path)

@@ -200,7 +200,6 @@ def compare_cmd(
     3: inconclusive, 2: error."""
     from ..fingerprint.comparisons import COMPARISONS
     from ..fingerprint.connectivity import plot_paths
-    from ..fingerprint.helpers import held_out
     from ..lineage import resolve
 
     if method not in COMPARISONS:
@@ -211,16 +210,8 @@ def compare_cmd(
     a, b = (resolve(m, cache_dir=cache, device=device) for m in (model_a, model_b))
     with err_console.status("aligning hidden units and calibrating on independent models"):
         shape = tuple(_ints(input_shape, "--input-shape")) if input_shape else None
-        options = {"null_models": null or None, "alpha": alpha, "cache_dir": cache, "device": device}
         compare = COMPARISONS[method][0]
-        if method == "matching":
-            v = compare(a, b, input_shape=shape, **options)
-        elif method == "cka":
-            v = compare(a, b, held_out(data)[0][:200], **options)
-        elif method == "gradients":
-            v = compare(a, b, data, **options)
-        else:
-            v = compare(a, b, data, input_shape=shape, **options)
+        v = compare(a, b, data, shape, null_models=null or None, alpha=alpha, cache_dir=cache, device=device)
     if plot:
         plot_paths(v.evidence, plot)
         err_console.print(f"loss paths: {plot}")

@@ -114,7 +114,7 @@ class Profile:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from ..io import atomic_file
+        from ..io import save_figure
 
         lazy = set(self.lazy())
         x = np.arange(len(self.blocks))
@@ -127,10 +127,7 @@ class Profile:
         axes[0].set_title(f"Fine-tuning for {self.steps} steps: busy (red) and lazy (blue) blocks")
         axes[1].set_xticks(x, [b.replace("_blocks", "").replace("_block", "") for b in self.blocks], rotation=70)
         fig.tight_layout()
-        with atomic_file(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
-        plt.close(fig)
-        return Path(path)
+        return save_figure(fig, path, dpi=110)
 
 
 def profile(unet, x: torch.Tensor, *, steps: int = 200, lr: float = 1e-3, seed: int = 0, device: str = "cpu",

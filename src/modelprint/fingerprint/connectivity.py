@@ -155,7 +155,7 @@ def plot_paths(evidence: dict, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..io import atomic_file
+    from ..io import save_figure
 
     t = evidence["path_t"]
     fig, ax = plt.subplots(figsize=(6, 3.5), layout="constrained")
@@ -167,6 +167,4 @@ def plot_paths(evidence: dict, path) -> None:
     ax.set_xlabel("position on the aligned linear path (0: owner, 1: the other model)")
     ax.set_ylabel("cross-entropy on the data")
     ax.legend(frameon=False, fontsize=8)
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, dpi=120, format=str(path).rsplit(".", 1)[-1] if "." in str(path) else "png")
-    plt.close(fig)
+    save_figure(fig, path)

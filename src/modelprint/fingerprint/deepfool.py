@@ -200,6 +200,7 @@ def train_encoder(
     import torch.nn.functional as F
 
     from ..access import WhiteBox
+    from .learned import mlp
 
     fps = torch.stack([WhiteBox(m, device=device).probs(x).flatten() for m in positives + negatives])
     labels = torch.tensor([0] * len(positives) + list(range(1, len(negatives) + 1)))
@@ -210,7 +211,7 @@ def train_encoder(
     y = labels.repeat(views)
     with torch.random.fork_rng():
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-        enc = nn.Sequential(nn.Linear(fps.shape[1], width), nn.ReLU(), nn.Linear(width, width))
+        enc = mlp(fps.shape[1], width, width)
     opt = torch.optim.Adam(enc.parameters(), lr=1e-3)
     same = (y[:, None] == y[None]).float()
     eye = torch.eye(len(y))

@@ -98,11 +98,10 @@ def compare_layers(
     ``method`` (the majority ``vote`` by default). Returns the project's ``Verdict``."""
     from ..access import architecture
     from ..decide import Null, Scale, combine_verdicts, decide
-    from ..lineage import resolve
     from .crafted import pgd
     from .helpers import held_out
     from .matching import equinormalize, input_shape_of, match_weights
-    from .weights import default_nulls
+    from .weights import default_nulls, score_nulls
 
     x, _, _ = held_out(data)
     gen = torch.Generator().manual_seed(0)
@@ -123,18 +122,12 @@ def compare_layers(
         return {k: 1.0 - v for k, v in distances(reference, layer_outputs(m, tests, names)).items()}
 
     nulls = list(null_models) if null_models is not None else default_nulls(model_a)
-    if len(nulls) < 2:
-        raise ConfigError("calibrating DeepJudge needs at least 2 independent models: pass null_models=[...]")
-    null_scores, strata = [], []
-    for m in nulls:
-        m = resolve(m, cache_dir=cache_dir, device=device)
-        null_scores.append(similarity(m))
-        strata.append(architecture(m) or "")
+    null_scores, strata = score_nulls(nulls, similarity, "DeepJudge", cache_dir, device)
     suspect = similarity(model_b)
     parts = [
         decide(
             suspect[k],
-            Null(np.array([s[k] for s in null_scores]), tuple(strata), Scale("distance")),
+            Null(np.array([s[k] for s in null_scores]), strata, Scale("distance")),
             alpha,
             queries=0,
             scheme=f"deepjudge:{k}",

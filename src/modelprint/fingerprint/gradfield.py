@@ -6,6 +6,8 @@ across architectures (only inputs and outputs are involved), like CKA."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,21 +31,37 @@ def gradient_field(
     return torch.stack(out, 1)
 
 
-def gif_similarity(
-    model_a: nn.Module, model_b: nn.Module, x: torch.Tensor, points: int = 20, field_a: torch.Tensor | None = None
-) -> float:
-    """The mean over samples of the cosine similarity of the two models' gradient fields (ModelGiF's functional
-    distance is one minus it), both taken for ``model_a``'s answer on each sample, from the data's mean input as
-    the reference (the paper's all-zero reference is the mean of its normalised data)."""
-    model_a, model_b = model_a.eval(), model_b.eval()
-    reference = x.mean(0, keepdim=True)
-    with torch.no_grad():
-        classes = model_a(x.to(next(model_a.parameters()).device)).argmax(1).cpu()
-    a = field_a if field_a is not None else gradient_field(model_a, x, classes, reference, points)
-    b = gradient_field(model_b, x, classes, reference, points)
-    if a.shape != b.shape:
-        raise ConfigError("the two models' gradient fields differ in shape: do they take the same inputs?")
-    return float(F.cosine_similarity(a.flatten(1).double(), b.flatten(1).double(), dim=1, eps=1e-30).mean())
+@dataclass(frozen=True)
+class OwnerField:
+    """What every comparison with one owner shares: its answers on the samples, the reference input (the data's
+    mean; the paper's all-zero reference is the mean of its normalised data) and its gradient field."""
+
+    x: torch.Tensor
+    classes: torch.Tensor
+    reference: torch.Tensor
+    field: torch.Tensor
+
+    @classmethod
+    def of(cls, model: nn.Module, x: torch.Tensor, points: int = 20) -> OwnerField:
+        model = model.eval()
+        with torch.no_grad():
+            classes = model(x.to(next(model.parameters()).device)).argmax(1).cpu()
+        reference = x.mean(0, keepdim=True)
+        return cls(x, classes, reference, gradient_field(model, x, classes, reference, points))
+
+    def similarity(self, model: nn.Module) -> float:
+        """The mean over samples of the cosine similarity of ``model``'s gradient field to the owner's, both
+        taken for the owner's answer on each sample (ModelGiF's functional distance is one minus it)."""
+        other = gradient_field(model.eval(), self.x, self.classes, self.reference, self.field.shape[1])
+        if other.shape != self.field.shape:
+            raise ConfigError("the two models' gradient fields differ in shape: do they take the same inputs?")
+        a, b = self.field.flatten(1).double(), other.flatten(1).double()
+        return float(F.cosine_similarity(a, b, dim=1, eps=1e-30).mean())
+
+
+def gif_similarity(model_a: nn.Module, model_b: nn.Module, x: torch.Tensor, points: int = 20) -> float:
+    """ModelGiF's similarity of ``model_b`` to ``model_a`` on samples ``x`` (see ``OwnerField.similarity``)."""
+    return OwnerField.of(model_a, x, points).similarity(model_b)
 
 
 def compare_gradients(
@@ -68,16 +86,13 @@ def compare_gradients(
 
     x, _, _ = held_out(data)
     x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:samples]]
-    reference = x.mean(0, keepdim=True)
-    with torch.no_grad():
-        classes = model_a.eval()(x.to(next(model_a.parameters()).device)).argmax(1).cpu()
-    field_a = gradient_field(model_a, x, classes, reference, points)  # once, for the suspect and every null
+    owner = OwnerField.of(model_a, x, points)  # once, for the suspect and every null
     nulls = list(null_models) if null_models is not None else default_nulls(model_a, cross_architecture=True)
     return _calibrated(
-        gif_similarity(model_a, model_b, x, points, field_a),
+        owner.similarity(model_b),
         {"samples": len(x), "points": points},
         nulls,
-        lambda m: gif_similarity(model_a, m, x, points, field_a),
+        owner.similarity,
         alpha,
         "weights:gradient-field",
         cache_dir,

@@ -40,12 +40,32 @@ def transformed_copies(owner: nn.Module, n: int, gen: torch.Generator) -> list[n
     return out
 
 
+def mlp(inputs: int, width: int, outputs: int) -> nn.Sequential:
+    """The small network a fingerprint learns and keeps (UAP's encoder, MetaV's verifier): one hidden ReLU layer."""
+    return nn.Sequential(nn.Linear(inputs, width), nn.ReLU(), nn.Linear(width, outputs))
+
+
+def stored_mlp(aux: dict[str, torch.Tensor], prefix: str, what: str, hint: str) -> nn.Sequential:
+    """The ``mlp`` a fingerprint file keeps under ``prefix``, rebuilt from its weights' shapes (the file is checked:
+    a missing or malformed network is refused with one line)."""
+    state = {k[len(prefix) :]: v for k, v in aux.items() if k.startswith(prefix)}
+    if not state:
+        raise ConfigError(f"the {what} representation needs a {what} in the fingerprint: {hint}")
+    try:
+        first, last = state["0.weight"], state["2.weight"]
+        net = mlp(first.shape[1], first.shape[0], last.shape[0])
+        net.load_state_dict(state)
+    except (KeyError, IndexError, RuntimeError) as e:
+        raise ConfigError(f"the fingerprint's {what} is malformed ({str(e).splitlines()[0]})") from None
+    return net.eval()
+
+
 class Verifier(nn.Module):
     """The meta-verifier: an MLP from a model's probabilities on every query (concatenated) to a logit."""
 
     def __init__(self, inputs: int, width: int = 64):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(inputs, width), nn.ReLU(), nn.Linear(width, 1))
+        self.net = mlp(inputs, width, 1)
 
     def forward(self, probs: torch.Tensor) -> torch.Tensor:
         return self.net(probs.flatten(1)).squeeze(1)

@@ -68,22 +68,14 @@ class Encoded(Representation):
     (the UAP fingerprint's contrastive encoder, Peng et al. 2022): one unit vector."""
 
     def __call__(self, out, aux, num_classes):
-        names = ("encoder.0.weight", "encoder.0.bias", "encoder.2.weight", "encoder.2.bias")
-        if any(n not in aux for n in names):
-            raise ConfigError("the encoded representation needs an encoder in the fingerprint: uap(surrogates=4,...)")
-        w1, b1, w2, b2 = (aux[n].double() for n in names)
-        if (
-            w1.ndim != 2
-            or w2.ndim != 2
-            or b1.shape != w1.shape[:1]
-            or w2.shape[1:] != b1.shape
-            or b2.shape != w2.shape[:1]
-        ):
-            raise ConfigError("the fingerprint's encoder is malformed: its weights do not fit together")
+        from .learned import stored_mlp
+
+        net = stored_mlp(aux, "encoder.", "encoder", "uap(surrogates=4,references=4)").double()
         v = out.double().reshape(1, -1)
-        if v.shape[1] != w1.shape[1]:
-            raise ConfigError(f"the encoder reads {w1.shape[1]} outputs, the answers give {v.shape[1]}")
-        return F.normalize(F.relu(v @ w1.T + b1) @ w2.T + b2, dim=1)
+        if v.shape[1] != net[0].in_features:
+            raise ConfigError(f"the encoder reads {net[0].in_features} outputs, the answers give {v.shape[1]}")
+        with torch.no_grad():
+            return F.normalize(net(v), dim=1)
 
 
 @REPRESENTATIONS.register("verifier")
@@ -92,20 +84,13 @@ class VerifierOutput(Representation):
     model answering is the owner's or derived from it."""
 
     def __call__(self, out, aux, num_classes):
-        from .learned import Verifier
+        from .learned import stored_mlp
 
-        state = {k[len("verifier.") :]: v for k, v in aux.items() if k.startswith("verifier.")}
-        if not state:
-            raise ConfigError("the verifier representation needs a verifier in the fingerprint: use the metav sampler")
-        try:
-            verifier = Verifier(state["net.0.weight"].shape[1], state["net.0.weight"].shape[0])
-            verifier.load_state_dict(state)
-        except (KeyError, IndexError, RuntimeError) as e:
-            raise ConfigError(f"the fingerprint's verifier is malformed ({str(e).splitlines()[0]})") from None
-        if out.numel() != state["net.0.weight"].shape[1]:
-            raise ConfigError(f"the verifier reads {state['net.0.weight'].shape[1]} outputs, got {out.numel()}")
+        net = stored_mlp(aux, "verifier.net.", "verifier", "use the metav sampler")
+        if out.numel() != net[0].in_features:
+            raise ConfigError(f"the verifier reads {net[0].in_features} outputs, got {out.numel()}")
         with torch.no_grad():
-            return torch.sigmoid(verifier(out.float().reshape(1, -1))).double()
+            return torch.sigmoid(net(out.float().reshape(1, -1)).squeeze(1)).double()
 
 
 @REPRESENTATIONS.register("shift")

@@ -34,20 +34,8 @@ def default_nulls(model: nn.Module, n: int = 6, cross_architecture: bool = False
     return [f"train({cfg['arch']},{lineage['dataset']},{3001 + i})" for i in range(n)]
 
 
-def _calibrated(
-    score: float,
-    evidence: dict,
-    nulls: list,
-    null_score,
-    alpha: float,
-    scheme: str,
-    cache_dir,
-    device,
-    stratum: str | None = None,
-    owner_stratum: str | None = None,
-    scale: Scale | None = None,  # default: a correlation (matching agreements, CKA >= 0, gradient fields)
-):
-    from ..decide import decide
+def score_nulls(nulls: list, null_score, scheme: str, cache_dir, device) -> tuple[list, tuple[str, ...]]:
+    """``null_score`` of every null model (modules, files or lineage expressions, at least 2), and their strata."""
     from ..lineage import resolve
 
     if len(nulls) < 2:
@@ -62,9 +50,28 @@ def _calibrated(
             raise ConfigError(f"null models for {scheme} must be torch modules")
         scores.append(null_score(m))
         strata.append(architecture(m) or "")
+    return scores, tuple(strata)
+
+
+def _calibrated(
+    score: float,
+    evidence: dict,
+    nulls: list,
+    null_score,
+    alpha: float,
+    scheme: str,
+    cache_dir,
+    device,
+    stratum: str | None = None,
+    owner_stratum: str | None = None,
+    scale: Scale | None = None,  # default: a correlation (matching agreements, CKA >= 0, gradient fields)
+):
+    from ..decide import decide
+
+    scores, strata = score_nulls(nulls, null_score, scheme, cache_dir, device)
     return decide(
         score,
-        Null(np.array(scores), tuple(strata), scale or Scale("correlation")),
+        Null(np.array(scores), strata, scale or Scale("correlation")),
         alpha,
         queries=0,
         scheme=scheme,
