@@ -1,5 +1,5 @@
 """Do calibrated verdicts hold their false-positive rate? Every fingerprint scheme, the white-box comparisons
-(weights, CKA, gradient fields, loss barrier) and every watermark is calibrated on the null bank
+(weights, CKA, gradient fields, loss barrier, DeepJudge's layer vote) and every watermark is calibrated on the null bank
 (``null_models="auto"``), then verifies held-out independent models that no calibration saw, of the owner's
 architecture and of others. Prints, per scheme and stratum, the
 empirical FPR at nominal 1% and 5% with exact (Clopper-Pearson) 95% intervals, and whether a perfect copy is
@@ -28,9 +28,10 @@ from scipy import stats
 import modelprint as mp
 from modelprint import data, nullbank, watermark
 from modelprint.access import architecture
-from modelprint.decide import Null, Scale
+from modelprint.decide import Null, Scale, combine
 from modelprint.fingerprint import NAMED, loss_path
 from modelprint.fingerprint.cka import cka_score
+from modelprint.fingerprint.deepjudge import METRICS, LayerJudge
 from modelprint.fingerprint.gradfield import OwnerField
 from modelprint.lineage import build
 
@@ -65,7 +66,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="bank at 5%% and 40 held-out models of each architecture")
     ap.add_argument("--out", type=Path, default=Path("calibration-out"))
     ap.add_argument("--schemes", default="", help="comma-separated subset (fingerprint names, weights, cka, "
-                    "gradient-field, barrier, watermark names)")  # fmt: skip
+                    "gradient-field, barrier, deepjudge, watermark names)")  # fmt: skip
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     alpha_bank, held_n = (0.05, 40) if args.quick else (0.01, 200)
@@ -131,6 +132,22 @@ def main() -> None:
         rows += rows_for(name, ps, null.p_value(similarity(copy.deepcopy(owner)), own))
         save()
         log(f"{name} done")
+    if not wanted or "deepjudge" in wanted:  # its four layer metrics, each calibrated, then the calibrated vote
+        judge = LayerJudge.of(owner, DATASET, device=args.device)
+        pool = [b for b in bank if b.arch == own]
+        sims = [judge.similarity(b.module) for b in pool]
+        nulls = {
+            k: Null(np.array([s[k] for s in sims]), tuple(b.arch for b in pool), Scale("distance")) for k in METRICS
+        }
+
+        def vote(m) -> float:
+            s = judge.similarity(m)
+            return combine([nulls[k].p_value(s[k], own) for k in METRICS], "vote")
+
+        ps = {"owner's architecture": [vote(m.module) for m in held if m.arch == own]}
+        rows += rows_for("deepjudge (white-box vote)", ps, vote(copy.deepcopy(owner)))
+        save()
+        log("deepjudge done")
     for spec in WATERMARKS:
         if wanted and spec not in wanted:
             continue

@@ -3,7 +3,8 @@ every extraction recipe and copy task of ``modelprint.bench.thieves`` (students 
 independent negatives from the null bank's trainer (as many of the owner's architecture as of each other).
 Fingerprints whose queries are chosen with surrogates (CAE, Divergent, Preference) are evaluated
 leave-one-recipe-out: for extraction recipe R their surrogates are built with the other recipes only. Prints AUC,
-TPR@1%FPR (n/a below 100 negatives) and TPR@5%FPR per scheme x task x budget, and writes generalization.csv
+TPR@1%FPR (n/a below 100 negatives), TPR@5%FPR and TPR at 0 FPR per scheme x task x budget, and the white-box
+comparisons (``--whitebox``, both checkpoints; budget 0 in the table) per task, and writes generalization.csv
 (the table) and scores.csv (every model's score, to study combinations of schemes).
 
     python benchmarks/generalization.py                 # digits and mnist1d, budgets 20/50/100, 102 negatives
@@ -25,13 +26,17 @@ import modelprint as mp
 from modelprint import nullbank
 from modelprint.bench import thieves
 from modelprint.bench.metrics import min_negatives, tpr_at
+from modelprint.errors import ConfigError
+from modelprint.fingerprint.comparisons import COMPARISONS
 from modelprint.lineage import build
 
 OWNERS = {"digits": "lenet", "mnist1d": "cnn"}
 STUDENTS = {"digits": ("lenet", "mlp", "cnn"), "mnist1d": ("cnn", "mlp", "cnn1d")}
 SURROGATE_ARCHS = {"digits": ("mlp", "cnn", "lenet"), "mnist1d": ("mlp", "cnn1d", "cnn")}
 SCHEMES = ("AKH", "SAC-w", "ModelDiff", "IPGuard", "ZestOfLIME", "FBI", "FBI-labels", "CAE", "Divergent", "Preference",
-           "DeepFool", "UAP", "UAP-shift", "DeepJudge-RobD", "DeepJudge-JSD", "MetaV", "MetaV-datafree")  # fmt: skip
+           "DeepFool", "UAP", "UAP-shift", "DeepJudge-RobD", "DeepJudge-JSD", "MetaV", "MetaV-datafree",
+           "TAFA")  # fmt: skip
+WHITE_BOX = ("matching", "barrier", "deepjudge", "gradients", "cka")  # modelprint.fingerprint.COMPARISONS
 NEGATIVE_SEED = 80_000  # clear of the null bank's and the calibration benchmark's seeds
 
 
@@ -42,12 +47,48 @@ def score_rows(where: tuple, names: list[str], task: str, scores: np.ndarray) ->
     return [{**keys, "model": n, "task": task, "score": float(s)} for n, s in zip(names, scores, strict=True)]
 
 
+def table_row(ds: str, scheme: str, budget: int, task: str, pos, neg, leave_one_out: bool) -> dict:
+    related = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+    score = np.nan_to_num(np.r_[pos, neg], neginf=-1e300)  # a model the method cannot compare ranks last
+    return {
+        "dataset": ds, "scheme": scheme, "budget": budget, "task": task,
+        "kind": "extraction" if task in thieves.EXTRACTION else "copy",
+        "positives": len(pos), "negatives": len(neg),
+        "auc": roc_auc_score(related, score),
+        "tpr@1%": tpr_at(related, score, 0.01) if len(neg) >= min_negatives(0.01) else np.nan,
+        "tpr@5%": tpr_at(related, score, 0.05),
+        "tpr@0": tpr_at(related, score, 0.0),
+        "leave_one_out": leave_one_out,
+    }  # fmt: skip
+
+
+def white_box_scores(method: str, owner, models: list, ds: str, nulls: list) -> np.ndarray:
+    """The white-box comparison's score of each model (DeepJudge's: the mean of its four layer similarities). A
+    model it cannot compare (another architecture, for the methods that match units) scores -inf: missed."""
+    compare = COMPARISONS[method][0]
+    out = []
+    for m in models:
+        try:
+            v = compare(owner, m, ds, None, null_models=nulls, alpha=0.05)
+        except ConfigError:
+            out.append(-np.inf)
+            continue
+        out.append(np.mean([e["score"] for e in v.evidence.values()]) if method == "deepjudge" else v.score)
+    return np.array(out)
+
+
+def save(rows: list[dict], scored: list[dict], out: Path) -> None:
+    pd.DataFrame(rows).to_csv(out / "generalization.csv", index=False)
+    pd.DataFrame(scored).to_csv(out / "scores.csv", index=False)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--datasets", default="")
     ap.add_argument("--budgets", default="")
     ap.add_argument("--schemes", default=",".join(SCHEMES))
+    ap.add_argument("--whitebox", default=",".join(WHITE_BOX), help="white-box comparisons ('' for none)")
     ap.add_argument("--out", type=Path, default=Path("generalization-out"))
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
@@ -81,7 +122,7 @@ def main() -> None:
         steps = thieves.surrogates_for("", SURROGATE_ARCHS[ds])
         built = [build(f"{src}->{s}", cache_dir=cache) for s in steps]
         surrogate_models = dict(zip(thieves.EXTRACTION, built, strict=True))
-        for scheme in args.schemes.split(","):
+        for scheme in filter(None, args.schemes.split(",")):
             uses_surrogates = getattr(mp.make_scheme(scheme).sampler, "surrogates", 0) > 0
             for budget in budgets:
                 fps, negatives = {}, {}
@@ -96,26 +137,27 @@ def main() -> None:
                     fp, neg = fps[held], negatives[held]
                     pos = np.array([mp.score(fp, positives[e]) for e in exprs])
                     scored += score_rows((ds, scheme, budget, held), exprs, task, pos)
-                    related = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
-                    score = np.r_[pos, neg]
-                    rows.append({
-                        "dataset": ds, "scheme": scheme, "budget": budget, "task": task,
-                        "kind": "extraction" if task in thieves.EXTRACTION else "copy",
-                        "positives": len(pos), "negatives": len(neg),
-                        "auc": roc_auc_score(related, score),
-                        "tpr@1%": tpr_at(related, score, 0.01) if len(neg) >= min_negatives(0.01) else np.nan,
-                        "tpr@5%": tpr_at(related, score, 0.05),
-                        "leave_one_out": held is not None,
-                    })  # fmt: skip
-                pd.DataFrame(rows).to_csv(args.out / "generalization.csv", index=False)
-                pd.DataFrame(scored).to_csv(args.out / "scores.csv", index=False)
+                    rows.append(table_row(ds, scheme, budget, task, pos, neg, held is not None))
+                save(rows, scored, args.out)
                 log(f"{ds} {scheme} budget {budget} done")
+        for method in filter(None, args.whitebox.split(",")):
+            nulls = [m.module for m in negs[:2]]  # the verdicts' nulls; only the raw scores are ranked here
+            neg = white_box_scores(method, owner, [m.module for m in negs], ds, nulls)
+            scored += score_rows((ds, method, 0, None), [m.name for m in negs], "", neg)
+            for task, exprs in tasks.items():
+                pos = white_box_scores(method, owner, [positives[e] for e in exprs], ds, nulls)
+                scored += score_rows((ds, method, 0, None), exprs, task, pos)
+                rows.append(table_row(ds, method, 0, task, pos, neg, False))
+            save(rows, scored, args.out)
+            log(f"{ds} {method} (white-box) done")
     table = pd.DataFrame(rows)
     with pd.option_context("display.width", 220, "display.max_rows", 2000):
         wide = table.pivot_table(index=["dataset", "kind", "task"], columns=["scheme", "budget"], values="auc")
         print("AUC\n" + wide.round(2).to_string())
         wide = table.pivot_table(index=["dataset", "kind", "task"], columns=["scheme", "budget"], values="tpr@5%")
         print("\nTPR@5%FPR\n" + wide.round(2).to_string())
+        wide = table.pivot_table(index=["dataset", "kind", "task"], columns=["scheme", "budget"], values="tpr@0")
+        print("\nTPR at 0 FPR\n" + wide.round(2).to_string())
         if table["tpr@1%"].notna().any():
             wide = table.pivot_table(index=["dataset", "kind", "task"], columns=["scheme", "budget"], values="tpr@1%")
             print("\nTPR@1%FPR\n" + wide.round(2).to_string())

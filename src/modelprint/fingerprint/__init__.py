@@ -1,7 +1,7 @@
 """Functional fingerprints: query samplers x representations x distances (QuRD's decomposition), the named
 schemes of the literature, the fingerprint file, and the extract / calibrate / verify workflow."""
 
-from . import crafted, deepfool, learned  # noqa: F401  (register the samplers that optimise their queries)
+from . import crafted, deepfool, learned, tafa  # noqa: F401  (register the samplers that optimise their queries)
 from .api import calibrate, extract, score, verify, verify_combined
 from .connectivity import compare_barrier, loss_path
 from .deepjudge import compare_layers

@@ -78,6 +78,43 @@ def distances(owner: list[torch.Tensor], other: list[torch.Tensor], top: float =
     return {m: float(np.mean(v)) for m, v in out.items()}
 
 
+class LayerJudge:
+    """DeepJudge's test cases and the owner's layer outputs on them, computed once: ``similarity(m)`` gives each
+    metric's similarity (1 - distance) of another model of the architecture, its units first aligned to the
+    owner's when ``align``."""
+
+    def __init__(self, owner: nn.Module, tests: torch.Tensor, shape: tuple[int, ...] | None):
+        self.owner, self.tests, self.shape = owner, tests, shape
+        self.names = hidden_layers(owner)
+        self.reference = layer_outputs(owner, tests, self.names)
+
+    @classmethod
+    def of(
+        cls, model: nn.Module, data="digits", samples: int = 100, align: bool = True, input_shape=None, device="cpu"
+    ):
+        from .crafted import pgd
+        from .helpers import held_out
+        from .matching import equinormalize, input_shape_of
+
+        x, _, _ = held_out(data)
+        gen = torch.Generator().manual_seed(0)
+        seeds = x[torch.randperm(len(x), generator=gen)[:samples]]
+        with torch.no_grad():
+            labels = model.eval()(seeds.to(next(model.parameters()).device)).argmax(1).cpu()
+        span = float(x.max() - x.min()) or 1.0
+        adv = pgd(model, seeds, labels, 0.1 * span, 10, gen, float(x.min()), float(x.max()), device)
+        shape = input_shape_of(model, input_shape) if align else None
+        # DeepJudge's test cases: the seeds and their adversarial examples
+        return cls(equinormalize(model, shape) if align else model, torch.cat([seeds, adv]), shape)
+
+    def similarity(self, m: nn.Module) -> dict[str, float]:
+        from .matching import equinormalize, match_weights
+
+        if self.shape is not None:
+            m, _ = match_weights(self.owner, equinormalize(m, self.shape), self.shape)
+        return {k: 1.0 - v for k, v in distances(self.reference, layer_outputs(m, self.tests, self.names)).items()}
+
+
 def compare_layers(
     model_a: nn.Module,
     model_b: nn.Module,
@@ -98,32 +135,12 @@ def compare_layers(
     ``method`` (the majority ``vote`` by default). Returns the project's ``Verdict``."""
     from ..access import architecture
     from ..decide import Null, Scale, combine_verdicts, decide
-    from .crafted import pgd
-    from .helpers import held_out
-    from .matching import equinormalize, input_shape_of, match_weights
     from .weights import default_nulls, score_nulls
 
-    x, _, _ = held_out(data)
-    gen = torch.Generator().manual_seed(0)
-    seeds = x[torch.randperm(len(x), generator=gen)[:samples]]
-    with torch.no_grad():
-        labels = model_a.eval()(seeds.to(next(model_a.parameters()).device)).argmax(1).cpu()
-    span = float(x.max() - x.min()) or 1.0
-    adv = pgd(model_a, seeds, labels, 0.1 * span, 10, gen, float(x.min()), float(x.max()), device)
-    tests = torch.cat([seeds, adv])  # DeepJudge's test cases: seeds and their adversarial examples
-    shape = input_shape_of(model_a, input_shape) if align else None
-    owner = equinormalize(model_a, shape) if align else model_a
-    names = hidden_layers(owner)
-    reference = layer_outputs(owner, tests, names)
-
-    def similarity(m: nn.Module) -> dict[str, float]:
-        if align:
-            m, _ = match_weights(owner, equinormalize(m, shape), shape)
-        return {k: 1.0 - v for k, v in distances(reference, layer_outputs(m, tests, names)).items()}
-
+    judge = LayerJudge.of(model_a, data, samples, align, input_shape, device)
     nulls = list(null_models) if null_models is not None else default_nulls(model_a)
-    null_scores, strata = score_nulls(nulls, similarity, "DeepJudge", cache_dir, device)
-    suspect = similarity(model_b)
+    null_scores, strata = score_nulls(nulls, judge.similarity, "DeepJudge", cache_dir, device)
+    suspect = judge.similarity(model_b)
     parts = [
         decide(
             suspect[k],

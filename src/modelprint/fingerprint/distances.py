@@ -52,6 +52,20 @@ class Cosine(Distance):
         return float((1 - F.cosine_similarity(a, b, dim=1, eps=1e-12)).mean())
 
 
+@DISTANCES.register("centred-cosine")
+class CentredCosine(Distance):
+    """1 - cos between the two (queries x outputs) matrices once each output's mean over the queries is removed:
+    what every model answers to inputs far from the data (a bias shared by independent models) does not count,
+    only how the answers vary from query to query."""
+
+    scale = "correlation"
+
+    def __call__(self, a, b):
+        a, b = a.reshape(len(a), -1).double(), b.reshape(len(b), -1).double()
+        a, b = (a - a.mean(0)).flatten(), (b - b.mean(0)).flatten()
+        return float(1 - F.cosine_similarity(a, b, dim=0, eps=1e-12))
+
+
 @DISTANCES.register("aligned-cosine")
 class AlignedCosine(Distance):
     """Zest's distance (Jia et al. 2022): the columns (classes) of the suspect's matrix are first matched one to

@@ -95,6 +95,14 @@ NAMED: dict[str, tuple[str, str, str]] = {
         "TAFA derives its queries from the network's activation constraints; here they are learned from noise; "
         "unreliable at small budgets (an independent LeNet scored 0.97 against a copy's 1.0 at 40 queries)",
     ),
+    "TAFA": (
+        "tafa+logits+centred-cosine",
+        "Data-free, task-agnostic queries on the intersections of the owner's ReLU boundaries, found by linear "
+        "programming; raw outputs compared (Pan et al., ESORICS 2021)",
+        "our reading of the paper (its text was not available): a greedy L1 walk onto 4 boundaries, outputs "
+        "compared by cosine once each output's mean over the queries is removed; the walk moves its random starts "
+        "little: on digits tafa(units=0), the starts alone, scored the same (mean AUC within 0.003)",
+    ),
     "CAE": (
         "conferrable+labels+hamming",
         "Conferrable adversarial examples (Lukas et al. 2021)",
