@@ -152,16 +152,11 @@ def main() -> None:
             log(f"{ds} {method} (white-box) done")
     table = pd.DataFrame(rows)
     with pd.option_context("display.width", 220, "display.max_rows", 2000):
-        wide = table.pivot_table(index=["dataset", "kind", "task"], columns=["scheme", "budget"], values="auc")
-        print("AUC\n" + wide.round(2).to_string())
-        wide = table.pivot_table(index=["dataset", "kind", "task"], columns=["scheme", "budget"], values="tpr@5%")
-        print("\nTPR@5%FPR\n" + wide.round(2).to_string())
-        wide = table.pivot_table(index=["dataset", "kind", "task"], columns=["scheme", "budget"], values="tpr@0")
-        print("\nTPR at 0 FPR\n" + wide.round(2).to_string())
-        if table["tpr@1%"].notna().any():
-            wide = table.pivot_table(index=["dataset", "kind", "task"], columns=["scheme", "budget"], values="tpr@1%")
-            print("\nTPR@1%FPR\n" + wide.round(2).to_string())
-        print("\nmean over tasks (AUC)\n" + table.groupby(["dataset", "kind", "scheme", "budget"])["auc"].mean()
+        for title, col in (("AUC", "auc"), ("TPR@5%FPR", "tpr@5%"), ("TPR at 0 FPR", "tpr@0"), ("TPR@1%FPR", "tpr@1%")):
+            if table[col].notna().any():  # TPR@1%FPR is n/a below 100 negatives
+                wide = table.pivot_table(index=["dataset", "kind", "task"], columns=["scheme", "budget"], values=col)
+                print(f"{title}\n" + wide.round(2).to_string() + "\n")
+        print("mean over tasks (AUC)\n" + table.groupby(["dataset", "kind", "scheme", "budget"])["auc"].mean()
               .unstack(["scheme"]).round(3).to_string())  # fmt: skip
     print(f"\n{time.perf_counter() - t0:.0f} s")
 
