@@ -53,23 +53,25 @@ def test_copies_and_re_exports_are_identical_and_one_changed_weight_is_not(sourc
 
 
 class Nudged(torch.nn.Module):
-    """The source with one class's logit raised by ``amount``."""
+    """The source with each input's least likely logit raised by ``amount``."""
 
-    def __init__(self, module: torch.nn.Module, cls: int, amount: float):
+    def __init__(self, module: torch.nn.Module, amount: float):
         super().__init__()
-        self.module, self.cls, self.amount = module, cls, amount
+        self.module, self.amount = module, amount
 
     def forward(self, x):
         out = self.module(x).clone()
-        out[:, self.cls] += self.amount
+        out[torch.arange(len(out)), out.argmin(1)] += self.amount
         return out
 
 
 def test_a_change_hidden_in_small_probabilities_is_caught_on_log_probabilities(source, sealed):
-    # the sealed samples' least likely class, nudged by 0.01 in logit: its probability moves by ~1% of itself,
-    # far below 1e-4 in absolute terms, which a comparison of probabilities would call identical
-    small = int(sealed.probs.amax(0).argmin())
-    nudged = Nudged(source.module, small, 0.01).eval()
+    # each sealed sample's least likely class (probability ~1e-8 on a trained CNN) nudged by 0.01 in logit: its
+    # probability moves by ~1% of itself, far below 1e-4 in absolute terms, which a comparison of probabilities
+    # would call identical. (One class's logit nudged on every input was not: the class least likely overall still
+    # reached 2e-2 on some sample on another machine.)
+    assert sealed.probs.amin(1).max() < 1e-4
+    nudged = Nudged(source.module, 0.01).eval()
     with torch.no_grad():
         moved = (torch.softmax(nudged(sealed.inputs), 1).double() - sealed.probs).abs().max()
     assert moved < integrity.TOLERANCE / 10
