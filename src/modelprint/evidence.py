@@ -23,6 +23,7 @@ FORMATS = {
     "modelprint-watermark-key": "watermark key",
     "modelprint-diffusion-watermark-key": "diffusion watermark key",
     "modelprint-integrity-seal": "integrity seal",
+    "modelprint-embedding-fingerprint": "embedding fingerprint",
 }
 INFRASTRUCTURE = ("cache_dir", "device", "progress")
 
@@ -47,6 +48,10 @@ def load(path: str | Path):
         from .integrity import Seal
 
         return Seal.load(path)
+    if kind == "embedding fingerprint":
+        from .transformer.embedding import EmbeddingFingerprint
+
+        return EmbeddingFingerprint.load(path)
     raise FileFormatError(
         f"{path}: not a modelprint evidence file (format {header.get('format')!r}; known: {', '.join(FORMATS)})"
     )
@@ -56,7 +61,8 @@ def kind(evidence) -> str:
     """What ``evidence`` is, in words (one of ``FORMATS``' values)."""
     name = type(evidence).__name__
     kinds = {"Fingerprint": "fingerprint", "WeightsFingerprint": "weights fingerprint", "Key": "watermark key",
-             "DiffusionKey": "diffusion watermark key", "Seal": "integrity seal"}  # fmt: skip
+             "DiffusionKey": "diffusion watermark key", "Seal": "integrity seal",
+             "EmbeddingFingerprint": "embedding fingerprint"}  # fmt: skip
     if name not in kinds:
         raise ConfigError(f"not a kind of evidence: {name} (fingerprints and watermark keys are)")
     return kinds[name]
@@ -64,10 +70,11 @@ def kind(evidence) -> str:
 
 # each kind's own calibrate and verify, imported only when a kind is used (diffusion pulls in diffusers)
 CALIBRATE = {"fingerprint": "fingerprint:calibrate", "weights fingerprint": "fingerprint:calibrate",
-             "watermark key": "watermark:calibrate", "diffusion watermark key": "diffusion.aiao:calibrate"}  # fmt: skip
+             "watermark key": "watermark:calibrate", "diffusion watermark key": "diffusion.aiao:calibrate",
+             "embedding fingerprint": "transformer.embedding:calibrate"}  # fmt: skip
 VERIFY = {"fingerprint": "fingerprint:verify", "weights fingerprint": "fingerprint:verify",
           "watermark key": "watermark:verify", "diffusion watermark key": "diffusion.aiao:verify",
-          "integrity seal": "integrity:check"}  # fmt: skip
+          "integrity seal": "integrity:check", "embedding fingerprint": "transformer.embedding:verify"}  # fmt: skip
 
 
 def calibrate(evidence, null_models, target_fpr: float | None = None, **options):

@@ -26,7 +26,7 @@ from . import data as datasets
 from .decide import needed
 from .errors import ConfigError
 from .lineage.cache import ZooCache, default_cache_dir
-from .nets import NETS, make_net
+from .nets import NETS, learning_rate, make_net
 
 OTHER_ARCHS = ("mlp", "lenet", "cnn")  # cheap, no batch norm (vectorised training needs stateless layers)
 BANK_SEED = 70_000  # far from the seeds users, benchmarks and helper models pick
@@ -141,13 +141,14 @@ def train_ensemble(
     seeds: list[int],
     num_classes: int,
     *,
-    lr: float = 0.01,
+    lr: float | None = None,
     batch_size: int = 32,
     steps: int | None = None,
     device: str = "cpu",
 ) -> list[nn.Module]:
     """``len(seeds)`` independent ``arch`` nets trained on (x, y) at once: Adam with a one-cycle schedule, each
-    net with its seed's initialisation and batch order (lineage ``train``'s recipe)."""
+    net with its seed's initialisation and batch order (lineage ``train``'s recipe, at the architecture's learning
+    rate unless ``lr`` is given)."""
     from torch.func import functional_call, stack_module_state, vmap
 
     nets = []
@@ -165,6 +166,7 @@ def train_ensemble(
 
     epochs = max(5, min(40, round((steps or STEPS) * batch_size / max(len(x), 1))))
     total = epochs * math.ceil(len(x) / batch_size)
+    lr = lr or learning_rate(arch)
     opt = torch.optim.Adam(params.values(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.15)
     gens = [torch.Generator().manual_seed(s) for s in seeds]

@@ -18,7 +18,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -62,28 +61,60 @@ def load_api_keys(path: str | Path) -> dict[str, str]:
     return keys
 
 
+class Tensors:
+    """What a classifier's endpoint reads and answers: a float tensor of inputs, labels or probabilities."""
+
+    def __init__(self, model: Model | nn.Module, output: str, max_batch: int):
+        if output not in ("labels", "probs"):
+            raise ConfigError(f"--output must be labels or probs, got {output!r}")
+        self.model, self.output, self.max_batch = as_model(model), output, max_batch
+        self.shape = list(self.model.input_shape)
+        # the largest valid body: max_batch inputs of up to ~32 characters per number in JSON, plus the envelope
+        self.max_body = max_batch * math.prod(self.shape) * 32 + 65536
+
+    def tensors(self) -> tuple[list[dict], list[dict]]:
+        classes = self.model.num_classes if self.output == "probs" else None
+        out_shape = [-1, classes] if self.output == "probs" else [-1]
+        return (
+            [{"name": "input", "datatype": "FP32", "shape": [-1, *self.shape]}],
+            [{"name": "output", "datatype": "FP32" if self.output == "probs" else "INT64", "shape": out_shape}],
+        )
+
+    def decode(self, body) -> tuple[torch.Tensor, int]:
+        x = _decode(body, self.shape, self.max_batch)
+        return x, len(x)
+
+    def answer(self, x: torch.Tensor) -> list[dict]:
+        out = (self.model.labels(x) if self.output == "labels" else self.model.probs(x)).detach().cpu()
+        datatype = "INT64" if self.output == "labels" else "FP32"
+        return [{"name": "output", "shape": list(out.shape), "datatype": datatype, "data": out.flatten().tolist()}]
+
+
 def create_app(
     model: Model | nn.Module,
     name: str = "model",
-    output: Literal["labels", "probs"] = "labels",
+    output: str = "labels",
     *,
     limit: int | None = None,
     max_batch: int = 1024,
     api_keys: Mapping[str, str] | None = None,
 ):
-    """A FastAPI app serving ``model`` (whose input shape must be known) as ``name``, answering ``output``.
-    ``api_keys`` ({key: client name}, see ``load_api_keys``) makes every model endpoint ask for one."""
+    """A FastAPI app serving ``model`` as ``name``: a classifier (whose input shape must be known) answering
+    ``output`` labels or probs, or a text encoder answering ``embeddings`` or ``ranks``
+    (``modelprint.transformer.serving``). ``api_keys`` ({key: client name}, see ``load_api_keys``) makes every
+    model endpoint ask for one."""
+    from .transformer.text import SentenceEncoder
 
-    if output not in ("labels", "probs"):
-        raise ConfigError(f"--output must be labels or probs, got {output!r}")
     if limit is not None and limit < 1:
         raise ConfigError(f"the per-client limit must be positive, got {limit}")
-    model = as_model(model)
-    shape = list(model.input_shape)
-    # the largest valid body: max_batch inputs of up to ~32 characters per number in JSON, plus the envelope
-    max_body = max_batch * math.prod(shape) * 32 + 65536
+    if isinstance(model, SentenceEncoder):
+        from .transformer.serving import Texts
+
+        served = Texts(model, output, max_batch)
+    else:
+        served = Tensors(model, output, max_batch)
+    max_body = served.max_body
     keys = [(k.encode(), n) for k, n in (api_keys or {}).items()]
-    classes = model.num_classes if output == "probs" else None
     used: dict[str, int] = {}
     answered: OrderedDict[tuple[str, str], dict] = OrderedDict()
     app = FastAPI(title=f"modelprint serve: {name}", version=__version__)
@@ -133,12 +164,8 @@ def create_app(
             return error(401, "missing or unknown API key (send Authorization: Bearer KEY)")
         if model_name != name:
             return error(404, f"no model named {model_name!r}; this server has {name!r}")
-        out_shape = [-1, classes] if output == "probs" else [-1]
-        return {
-            "name": name, "versions": ["1"], "platform": "pytorch",
-            "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, *shape]}],
-            "outputs": [{"name": "output", "datatype": "FP32" if output == "probs" else "INT64", "shape": out_shape}],
-        }  # fmt: skip
+        inputs, outputs = served.tensors()
+        return {"name": name, "versions": ["1"], "platform": "pytorch", "inputs": inputs, "outputs": outputs}
 
     @app.get("/v2/models/{model_name}/ready")
     def model_ready(model_name: str, request: Request):
@@ -170,26 +197,21 @@ def create_app(
             if isinstance(request_id, str) and (client, request_id) in answered:
                 return answered[(client, request_id)]  # a retry of an answered request: not counted again
             try:
-                x = _decode(body, shape, max_batch)
+                x, rows = served.decode(body)
             except ValueError as e:
                 status = 400
                 return error(400, str(e))
-            rows = len(x)
             if limit is not None and used.get(client, 0) + rows > limit:
                 status = 429
                 return error(429, f"query limit of {limit} per client reached ({used.get(client, 0)} used)")
             try:
-                out = model.labels(x) if output == "labels" else model.probs(x)
+                outputs = served.answer(x)
             except ModelprintError as e:
                 status = 500
                 return error(500, f"the model failed: {e}")
             used[client] = used.get(client, 0) + rows
-            data = out.detach().cpu()
-            answer = {
-                "model_name": name, "model_version": "1", **({"id": request_id} if request_id else {}),
-                "outputs": [{"name": "output", "shape": list(data.shape),
-                             "datatype": "INT64" if output == "labels" else "FP32", "data": data.flatten().tolist()}],
-            }  # fmt: skip
+            answer = {"model_name": name, "model_version": "1", **({"id": request_id} if request_id else {}),
+                      "outputs": outputs}  # fmt: skip
             if isinstance(request_id, str):
                 answered[(client, request_id)] = answer
                 while len(answered) > REMEMBERED:

@@ -30,7 +30,11 @@ def extract_cmd(
     model: ModelArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the fingerprint file.")],
     scheme: Annotated[
-        str, typer.Option("--scheme", "-s", help="Named scheme, sampler+representation+distance, or weights.")
+        str,
+        typer.Option(
+            "--scheme", "-s", help="Named scheme, sampler+representation+distance, or weights; embeddings or ranks "
+            "for a text encoder."
+        ),
     ] = "AKH",
     data: Annotated[
         str, typer.Option("--data", "-d", help="Dataset the queries are drawn from (its test split).")
@@ -49,9 +53,20 @@ def extract_cmd(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Fingerprint the owner's MODEL and write the fingerprint file. Samplers that need reference models or
-    surrogates (CAE, Divergent, FBI, Preference, ...) build them on the data unless given."""
+    surrogates (CAE, Divergent, FBI, Preference, ...) build them on the data unless given. A text encoder (minilm,
+    or an encoder folder) takes --scheme embeddings or ranks: --budget probe sentences, as an embedding or a
+    rerank API answers them."""
     from ..fingerprint import extract, make_scheme
     from ..lineage import resolve
+
+    if scheme in ("embeddings", "ranks"):
+        from ..transformer import embedding
+
+        t0 = time.perf_counter()
+        with err_console.status(f"asking {model} about {budget} probe sentences"):
+            fp = embedding.extract(resolve(model, device=check_device(device)), scheme, queries=budget)
+        fp.save(out)
+        return console.print(f"wrote {out}: {fp.describe()} [{time.perf_counter() - t0:.1f}s]")
 
     if scheme.strip().lower() != "weights":
         make_scheme(scheme)  # fail on a typo before loading anything
@@ -96,6 +111,11 @@ def calibrate_cmd(
         from .diffusion import diffusion_calibrate
 
         return diffusion_calibrate(fingerprint, [Path(n) for n in null], fpr=fpr, device=device)
+    if kind == "embedding fingerprint":
+        with err_console.status("asking the independent encoders"):
+            fp = evidence.calibrate(fp, null, fpr)
+        fp.save(out or fingerprint)
+        return console.print(f"calibrated on {len(null)} independent encoders; wrote {out or fingerprint}")
     if kind not in ("fingerprint", "weights fingerprint"):
         evidence.calibrate(fp, null, fpr)  # a kind without calibration says so
     nulls = "auto" if null == ["auto"] else null
@@ -129,7 +149,9 @@ def verify_cmd(
     ] = None,
     model_name: Annotated[str, typer.Option("--model-name", help="The served model's name (with --url).")] = "model",
     api_key: ApiKeyOpt = None,
-    output: Annotated[str, typer.Option("--output", help="What the endpoint answers: labels or probs.")] = "labels",
+    output: Annotated[
+        str, typer.Option("--output", help="What the endpoint answers: labels or probs (encoders: embeddings, ranks).")
+    ] = "labels",
     sequential: Annotated[bool, typer.Option("--sequential", help="Stop as soon as the evidence is decisive.")] = False,
     alpha: Annotated[
         float | None, typer.Option("--alpha", help="FPR to decide at (default: the calibration's).")
@@ -154,8 +176,10 @@ def verify_cmd(
     }
     if url is not None:
         from ..remote import RemoteModel
+        from ..transformer.serving import RemoteEncoder
 
-        with err_console.status(f"querying {url}"), RemoteModel(url, model_name, output, api_key=api_key) as remote:  # type: ignore[arg-type]
+        client = RemoteEncoder if output in ("embeddings", "ranks") else RemoteModel
+        with err_console.status(f"querying {url}"), client(url, model_name, output, api_key=api_key) as remote:  # type: ignore[arg-type]
             v = evidence.verify(ev, remote, **options)
         suspect = f"{url} ({model_name})"
     else:

@@ -25,7 +25,9 @@ def serve_cmd(
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
     host: Annotated[str, typer.Option("--host", help="Interface to listen on (0.0.0.0 for all).")] = "127.0.0.1",
     name: Annotated[str, typer.Option("--name", help="The model's name in the URL.")] = "model",
-    output: Annotated[str, typer.Option("--output", help="Answer labels or probs.")] = "labels",
+    output: Annotated[
+        str, typer.Option("--output", help="Answer labels or probs; a text encoder: embeddings or ranks.")
+    ] = "labels",
     limit: Annotated[int | None, typer.Option("--limit", help="Queries allowed per client.")] = None,
     input_shape: Annotated[
         str | None, typer.Option("--input-shape", help="e.g. 1,8,8, for files that do not record it.")
@@ -58,11 +60,18 @@ def serve_cmd(
     shape = _ints(input_shape, "--input-shape") if input_shape else None
     keys = load_api_keys(api_keys) if api_keys else None
     loaded = resolve(model, cache_dir=cache, device=device, **({"input_shape": shape} if shape else {}))
-    served = loaded if isinstance(loaded, Model) else WhiteBox(loaded, input_shape=shape, device=device)
-    try:
-        _ = served.input_shape  # unknown for a file that does not record it
-    except AccessError:
-        raise ConfigError(f"{model}: the file does not record its input shape; give --input-shape") from None
+    from ..transformer.text import SentenceEncoder
+
+    if isinstance(loaded, SentenceEncoder):
+        if output not in ("embeddings", "ranks") or adaptive:
+            raise ConfigError(f"{model} is a text encoder: serve it with --output embeddings or ranks (no --adaptive)")
+        served = loaded
+    else:
+        served = loaded if isinstance(loaded, Model) else WhiteBox(loaded, input_shape=shape, device=device)
+        try:
+            _ = served.input_shape  # unknown for a file that does not record it
+        except AccessError:
+            raise ConfigError(f"{model}: the file does not record its input shape; give --input-shape") from None
     if adaptive:
         from .. import data
         from ..adaptive import Adaptive

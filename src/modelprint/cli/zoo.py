@@ -24,6 +24,26 @@ from .common import (
 )
 
 zoo_app = typer.Typer(help="Build and inspect models of the attack zoo from lineage expressions.", no_args_is_help=True)
+@zoo_app.command("encoder")
+def encoder_cmd(
+    source: Annotated[str, typer.Argument(help="The encoder: minilm, or an encoder folder.")],
+    steps: Annotated[str, typer.Argument(help="e.g. 'finetune(0)->permute(1)->rotate(2)', or 'independent(0)'.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The folder to write the derived encoder to.")],
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Derive a text encoder from SOURCE: finetune(seed), lora(seed, rank=8), permute(seed), rotate(seed),
+    prune_heads(amount), prune_units(amount), quantize(int8), distill(seed, layers=3), or an independent one of its
+    shape and vocabulary (independent(seed)), chained with ->."""
+    from ..transformer import load_encoder, save_encoder
+    from ..transformer.derive import derive
+
+    t0 = time.perf_counter()
+    with err_console.status(f"deriving {steps} from {source}"):
+        derived = derive(load_encoder(source, device=check_device(device)), steps)
+        save_encoder(derived, out)
+    console.print(f"wrote {out}: {derived.name} [{time.perf_counter() - t0:.1f}s]")
+
+
 data_app = typer.Typer(help="List and inspect datasets.", no_args_is_help=True)
 
 

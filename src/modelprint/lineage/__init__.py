@@ -134,19 +134,33 @@ def build(expr: str, cache_dir: str | Path | None | bool = None, device: str = "
 
 
 def resolve(target, cache_dir: str | Path | None | bool = None, device: str = "cpu", **load_options):
-    """A model given as a module or ``Model`` (returned as is), a file or folder ``load_model`` reads, or a
-    lineage expression (built, or taken from the cache)."""
+    """A model given as a module or ``Model`` (returned as is), a file or folder ``load_model`` reads, a text
+    encoder (``minilm``, or a Hugging Face BERT folder), or a lineage expression (built, or taken from the cache)."""
     from ..access import Model
     from ..io import load_model
 
     if isinstance(target, nn.Module | Model):
         return target
     path = Path(target)
+    if str(target) == "minilm" or _encoder_folder(path):
+        from ..transformer import load_encoder
+
+        return load_encoder(target, device=device)
     if path.exists():
         return load_model(path, device=device, **load_options)
     if "(" not in str(target):
         raise ConfigError(f"{target}: no such model file, and not a lineage expression")
     return build(str(target), cache_dir=cache_dir, device=device)
+
+
+def _encoder_folder(path: Path) -> bool:
+    """A Hugging Face encoder's folder (its config names a model type), not a modelprint model folder."""
+    import json
+
+    try:
+        return path.is_dir() and "model_type" in json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
 
 
 def resolve_model(target, input_shape, num_classes: int | None = None, cache_dir=None, device: str = "cpu"):

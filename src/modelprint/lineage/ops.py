@@ -15,7 +15,7 @@ from .. import data, symmetry
 from ..base import Params, Registry
 from ..digest import path_digest
 from ..errors import ConfigError
-from ..nets import clone, head, make_net, weight_layers
+from ..nets import clone, head, learning_rate, make_net, weight_layers
 from .train import fit, predict
 
 OPS: Registry[Op] = Registry("lineage operation")
@@ -86,7 +86,8 @@ def _check_arch(arch: str) -> None:
 
 @OPS.register("train")
 class Train(Op):
-    """Train ``arch`` from scratch on ``dataset``'s owner split (Adam, one-cycle schedule)."""
+    """Train ``arch`` from scratch on ``dataset``'s owner split (Adam, one-cycle schedule; ``lr=0``: the
+    architecture's own rate, 0.01 for most, 0.003 for transformers)."""
 
     source = True
 
@@ -96,7 +97,7 @@ class Train(Op):
         dataset: str,
         seed: int,
         epochs: int = 0,
-        lr: float = 0.01,
+        lr: float = 0.0,
         width: int = 0,
         batch_size: int = 32,
     ):
@@ -114,7 +115,8 @@ class Train(Op):
         net = _seeded_net(self.arch, ds, self.seed, self.width or None)
         # ~1200 optimiser steps by default: enough for the bundled datasets, bounded for large ones.
         epochs = self.epochs or max(5, min(40, round(1200 * self.batch_size / max(len(ds), 1))))
-        fit(net, ds.x, ds.y, epochs=epochs, lr=self.lr, seed=self.seed, batch_size=self.batch_size, device=device)
+        lr = self.lr or learning_rate(self.arch)
+        fit(net, ds.x, ds.y, epochs=epochs, lr=lr, seed=self.seed, batch_size=self.batch_size, device=device)
         return Node(net, self.dataset)
 
 
@@ -314,11 +316,60 @@ class _Symmetry(Op):
         return Node(type(self).transform(model, _input_shape(parent), self.seed), parent.dataset)
 
 
+def _permute(model: nn.Module, input_shape: tuple[int, ...], seed: int) -> nn.Module:
+    from ..transformer import is_transformer, permute
+
+    return permute(model, seed) if is_transformer(model) else symmetry.permute(model, input_shape, seed)
+
+
 @OPS.register("permute")
 class Permute(_Symmetry):
-    """Randomly permute the hidden units of every layer (function unchanged)."""
+    """Randomly permute the hidden units of every layer (function unchanged); of a transformer, every block's
+    heads and MLP units and the residual stream's dimensions."""
 
-    transform = staticmethod(symmetry.permute)
+    transform = staticmethod(_permute)
+
+
+@OPS.register("rotate")
+class Rotate(_Symmetry):
+    """A transformer's heads' query/key and value/output subspaces and its residual stream rotated at random, the
+    norms' gains folded into the layers that read them (function unchanged)."""
+
+    transform = staticmethod(lambda model, input_shape, seed: _transformer_op(model, "rotate")(model, seed))
+
+
+@OPS.register("prune_heads")
+class PruneHeads(Op):
+    """Zero the ``amount`` fraction of a transformer's attention heads with the least value-output weight."""
+
+    def __init__(self, amount: float):
+        self.amount = amount
+
+    def check(self) -> None:
+        _check_fraction("prune_heads amount", self.amount)
+
+    def apply(self, parent: Node, device: str = "cpu") -> Node:
+        model = clone(parent.module)
+        return Node(_transformer_op(model, "prune_heads")(model, self.amount), parent.dataset)
+
+
+@OPS.register("prune_units")
+class PruneUnits(PruneHeads):
+    """Zero the ``amount`` fraction of each transformer block's MLP units with the least weight."""
+
+    def apply(self, parent: Node, device: str = "cpu") -> Node:
+        model = clone(parent.module)
+        return Node(_transformer_op(model, "prune_units")(model, self.amount), parent.dataset)
+
+
+def _transformer_op(model: nn.Module, name: str):
+    from ..transformer import derive, is_transformer
+    from ..transformer import symmetry as tsym
+
+    if not is_transformer(model):
+        raise ConfigError(f"{name} acts on transformers (vit, seqformer, BERT encoders), "
+                          f"not a {type(model).__name__}")  # fmt: skip
+    return getattr(tsym, name, None) or getattr(derive, name)
 
 
 @OPS.register("rescale")

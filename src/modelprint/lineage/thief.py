@@ -19,6 +19,7 @@ from torch import nn
 from .. import data
 from ..access import WhiteBox, hard_labels
 from ..errors import ConfigError
+from ..nets import learning_rate
 from .ops import OPS, Node, Op, _check_arch, _seeded_net, _trainable
 from .queries import QUERIES
 from .train import OPTIMIZERS, fit
@@ -49,12 +50,13 @@ class _Extract(Op):
         teacher = WhiteBox(parent.module, device=device, input_shape=tuple(x.shape[1:]))
         targets = teacher.probs if self.soft else hard_labels(teacher).labels
         queries = QUERIES.make(self.queries).bind(x)
+        student = _student(self.arch, parent, split, self.seed)
         student = fit(
-            _student(self.arch, parent, split, self.seed),
+            student,
             x,
             lambda xb: targets(xb).to(xb.device),
             epochs=self.epochs,
-            lr=self.lr,
+            lr=min(self.lr, learning_rate(student.mp_config["arch"])),  # a transformer student trains at 0.003
             seed=self.seed,
             soft=self.soft,
             queries=None if self.queries == "own" else queries,

@@ -19,6 +19,12 @@ from ..base import Registry
 from ..errors import ConfigError
 
 NETS: Registry[nn.Module] = Registry("architecture")
+# Adam's learning rate for training an architecture from scratch, where 0.01 is too high for it
+LEARNING_RATES: dict[str, float] = {}
+
+
+def learning_rate(arch: str) -> float:
+    return LEARNING_RATES.get(arch, 0.01)
 
 
 def make_net(name: str, input_shape: Sequence[int], num_classes: int, **options: Any) -> nn.Module:
@@ -237,3 +243,4 @@ def cnn1d(shape: tuple[int, ...], num_classes: int, width: int = 32) -> nn.Modul
         nn.ReLU(),
         nn.Linear(4 * width, num_classes),
     )
+from . import transformer  # noqa: E402,F401  (registers vit and seqformer)
