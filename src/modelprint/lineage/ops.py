@@ -102,6 +102,8 @@ class Train(Op):
         batch_size: int = 32,
     ):
         self.arch, self.dataset, self.seed = arch, dataset, seed
+        # The architecture's own rate, spelled out or not, is the default: one model, one expression.
+        lr = 0.0 if lr == learning_rate(arch) else lr
         self.epochs, self.lr, self.width, self.batch_size = epochs, lr, width, batch_size
 
     def check(self) -> None:

@@ -19,7 +19,7 @@ from torch import nn
 from .. import data
 from ..access import WhiteBox, hard_labels
 from ..errors import ConfigError
-from ..nets import learning_rate
+from ..nets import LEARNING_RATES
 from .ops import OPS, Node, Op, _check_arch, _seeded_net, _trainable
 from .queries import QUERIES
 from .train import OPTIMIZERS, fit
@@ -56,7 +56,7 @@ class _Extract(Op):
             x,
             lambda xb: targets(xb).to(xb.device),
             epochs=self.epochs,
-            lr=min(self.lr, learning_rate(student.mp_config["arch"])),  # a transformer student trains at 0.003
+            lr=_rate(self.lr, student.mp_config["arch"]),
             seed=self.seed,
             soft=self.soft,
             queries=None if self.queries == "own" else queries,
@@ -285,3 +285,8 @@ class RandomizeBoundary(Op):
 
         fit(model, split.x, labels, epochs=self.epochs, lr=self.lr, seed=self.seed, penalty=off_data, device=device)
         return Node(model, parent.dataset)
+
+
+def _rate(lr: float, arch: str) -> float:
+    # An architecture with a rate of its own (a transformer: 0.003) trains no faster than that rate.
+    return min(lr, LEARNING_RATES[arch]) if arch in LEARNING_RATES else lr

@@ -10,10 +10,10 @@ small transformers (``vit``, ``seqformer``), white-box and black-box.
 - ``embedding``: black-box fingerprints from embeddings or rankings; ``serving``: encoders over KServe V2.
 """
 
-from .compare import SCORES, compare, similarity
 from .symmetry import permute, rotate
 from .text import SentenceEncoder, corpus, load_encoder, save_encoder
 from .view import is_transformer, view
+from .whitebox import SCORES, compare, similarity
 
 __all__ = [
     "SCORES",
