@@ -75,6 +75,10 @@ class Scale:
             raise ConfigError("a rate scale needs its number of trials (and only a rate has one)")
 
     @property
+    def lo(self) -> float:
+        return RANGES[self.name][0]
+
+    @property
     def hi(self) -> float:
         return RANGES[self.name][1]
 

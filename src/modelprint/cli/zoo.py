@@ -35,8 +35,9 @@ def encoder_cmd(
     prune_heads(amount), prune_units(amount), quantize(int8), distill(seed, layers=3), or an independent one of its
     shape and vocabulary (independent(seed)), chained with ->."""
     from ..transformer import load_encoder, save_encoder
-    from ..transformer.derive import derive
+    from ..transformer.derive import derive, parse
 
+    parse(steps)
     t0 = time.perf_counter()
     with err_console.status(f"deriving {steps} from {source}"):
         derived = derive(load_encoder(source, device=check_device(device)), steps)

@@ -217,16 +217,23 @@ def _steps() -> dict:
             "distill": distill, "independent": lambda e, seed, **kw: independent(seed, e, **kw)}  # fmt: skip
 
 
+def parse(expr: str) -> list[tuple[str, list, dict]]:
+    """The steps of ``expr``, every name checked (before an encoder is loaded or the first step runs)."""
+    from ..lineage.expr import parse_steps
+
+    chain, known = parse_steps(expr), _steps()
+    for name, _, _ in chain:
+        if name not in known:
+            raise ConfigError(f"unknown encoder step {name!r}; known: {', '.join(known)}")
+    return chain
+
+
 def derive(encoder: SentenceEncoder, expr: str) -> SentenceEncoder:
     """``encoder`` through the steps of ``expr``, e.g. ``"finetune(0)->permute(1)->rotate(2)"``: finetune(seed,
     steps=, lr=), lora(seed, rank=, steps=), permute(seed), rotate(seed), prune_heads(amount), prune_units(amount),
     quantize(int8), distill(seed, layers=, steps=), independent(seed, steps=, num_hidden_layers=, ...)."""
-    from ..lineage.expr import parse_steps
-
     steps, out = _steps(), encoder
-    for name, args, kwargs in parse_steps(expr):
-        if name not in steps:
-            raise ConfigError(f"unknown encoder step {name!r}; known: {', '.join(steps)}")
+    for name, args, kwargs in parse(expr):
         try:
             out = steps[name](out, *args, **kwargs)
         except TypeError as e:
