@@ -202,3 +202,12 @@ def test_encoder_commands(tmp_path, minilm, tiny_encoders):
     assert cli("verify", str(fp), str(tmp_path / "null0")).returncode in (1, 3)  # not related or inconclusive
     bad = cli("zoo", "encoder", "minilm", "explode(1)", "-o", str(tmp_path / "x"))
     assert bad.returncode == 2 and "unknown encoder step" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_compare_command_on_vits(vits, zoo_cache):
+    nulls = [a for s in range(1, 4) for a in ("--null", VIT.format(s))]
+    args = ("--method", "units", "--cache", str(zoo_cache), *nulls)
+    assert cli("compare", VIT.format(0), DISGUISED, *args).returncode == 0  # related
+    assert cli("compare", VIT.format(0), VIT.format(4), *args).returncode in (1, 3)  # not related or inconclusive
+    bad = cli("compare", VIT.format(0), DISGUISED, "--method", "unitz", "--cache", str(zoo_cache))
+    assert bad.returncode == 2 and "--method must be one of" in bad.stderr and "Traceback" not in bad.stderr

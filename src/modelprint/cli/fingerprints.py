@@ -32,8 +32,9 @@ def extract_cmd(
     scheme: Annotated[
         str,
         typer.Option(
-            "--scheme", "-s", help="Named scheme, sampler+representation+distance, or weights; embeddings or ranks "
-            "for a text encoder."
+            "--scheme",
+            "-s",
+            help="Named scheme, sampler+representation+distance, or weights; embeddings or ranks for a text encoder.",
         ),
     ] = "AKH",
     data: Annotated[
@@ -208,7 +209,8 @@ def compare_cmd(
             help="matching: do the hidden units' incoming and outgoing weights agree on a correspondence; "
             "barrier: the loss barrier on the aligned linear path between the two; deepjudge: DeepJudge's layer "
             "metrics after alignment, majority vote; gradients (ModelGiF's gradient fields) and cka (CKA of the "
-            "layers): across architectures. All but matching read --data (see modelprint schemes).",
+            "layers): across architectures; units, invariants and hidden-cka: transformers (vit, seqformer, "
+            "text encoders). All but matching read --data (see modelprint schemes).",
         ),
     ] = "matching",
     data: Annotated[str, typer.Option("--data", help="Data the models answer (every method but matching).")] = "digits",

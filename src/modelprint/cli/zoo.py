@@ -24,6 +24,8 @@ from .common import (
 )
 
 zoo_app = typer.Typer(help="Build and inspect models of the attack zoo from lineage expressions.", no_args_is_help=True)
+
+
 @zoo_app.command("encoder")
 def encoder_cmd(
     source: Annotated[str, typer.Argument(help="The encoder: minilm, or an encoder folder.")],

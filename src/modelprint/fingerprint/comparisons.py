@@ -52,12 +52,22 @@ COMPARISONS = {
             deviation,
         )
         for name, paper, deviation in (
-            ("units", "Transformers: do the MLP units' input and output sides match one correspondence (Zhu et al., "
-             "ICML 2025)", "the second view is the unit's output side (no GLU gate); through rotations"),
-            ("invariants", "Transformers: HuRef's invariant weight products (Zeng et al., NeurIPS 2024)",
-             "norm gains folded first, so a rotated stream keeps them; X is the embedding layer's output"),
-            ("hidden-cka", "Transformers: CKA of the blocks' hidden states (REEF, Zhang et al., ICLR 2025)",
-             "centred, not z-scored, features (rotation-invariant); best block; across depths"),
+            (
+                "units",
+                "Transformers: do the MLP units' input and output sides match one correspondence (Zhu et al., "
+                "ICML 2025)",
+                "the second view is the unit's output side (no GLU gate); through rotations",
+            ),
+            (
+                "invariants",
+                "Transformers: HuRef's invariant weight products (Zeng et al., NeurIPS 2024)",
+                "norm gains folded first, so a rotated stream keeps them; X is the embedding layer's output",
+            ),
+            (
+                "hidden-cka",
+                "Transformers: CKA of the blocks' hidden states (REEF, Zhang et al., ICLR 2025)",
+                "centred, not z-scored, features (rotation-invariant); best block; across depths",
+            ),
         )  # fmt: skip
     },
     "cka": (

@@ -243,4 +243,6 @@ def cnn1d(shape: tuple[int, ...], num_classes: int, width: int = 32) -> nn.Modul
         nn.ReLU(),
         nn.Linear(4 * width, num_classes),
     )
+
+
 from . import transformer  # noqa: E402,F401  (registers vit and seqformer)

@@ -137,7 +137,7 @@ def embed(
     epochs: int = 20,
     lr: float = 0.002,
     learnt: float = LEARNT,
-    rounds: int = 5,
+    rounds: int = 10,
     device: str = "cpu",
 ) -> tuple[nn.Module, Key]:
     """A watermarked copy of ``model`` and its key: the model is fine-tuned on its training data (``data``: a
