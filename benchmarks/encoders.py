@@ -114,6 +114,28 @@ def table(scores: pd.DataFrame, alpha: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def plot(out: pd.DataFrame, path: Path) -> None:
+    """One heat map of AUC per base model: modifications by schemes, each cell marked with its AUC."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bases = list(dict.fromkeys(out.base))
+    fig, axes = plt.subplots(1, len(bases), figsize=(5.5 * len(bases), 4.5), squeeze=False)
+    for ax, base in zip(axes[0], bases, strict=True):
+        grid = out[out.base == base].pivot_table(index="modification", columns="scheme", values="auc", sort=False)
+        ax.imshow(grid.to_numpy(), vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
+        ax.set(title=f"{base}: AUC", xticks=range(grid.shape[1]), yticks=range(grid.shape[0]))
+        ax.set_xticklabels(grid.columns, rotation=30, ha="right")
+        ax.set_yticklabels(grid.index)
+        for (i, j), v in np.ndenumerate(grid.to_numpy()):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def text_rows(args, log) -> list[dict]:
     owner = load_encoder("minilm", device=args.device)
     steps, distill_steps = (30, 60) if args.quick else (60, 150)
@@ -184,7 +206,8 @@ def main() -> None:
     out.to_csv(Path(args.out) / "encoders.csv", index=False)
     with pd.option_context("display.width", 200, "display.max_rows", 500, "display.float_format", "{:.3f}".format):
         print(out.to_string(index=False))
-    print(f"\n{time.perf_counter() - t_start:.0f} s; tables in {args.out}/encoders.csv, scores.csv")
+    plot(out, Path(args.out) / "auc.png")
+    print(f"\n{time.perf_counter() - t_start:.0f} s; tables in {args.out}/encoders.csv, scores.csv; AUC map auc.png")
 
 
 if __name__ == "__main__":
