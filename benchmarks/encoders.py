@@ -34,6 +34,7 @@ import modelprint as mp
 from modelprint.bench.metrics import min_negatives, tpr_at
 from modelprint.decide import Null, Scale
 from modelprint.errors import ConfigError
+from modelprint.io import save_figure
 from modelprint.lineage import build
 from modelprint.transformer import embedding, load_encoder, similarity
 from modelprint.transformer.derive import derive, independent
@@ -132,8 +133,7 @@ def plot(out: pd.DataFrame, path: Path) -> None:
         for (i, j), v in np.ndenumerate(grid.to_numpy()):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def text_rows(args, log) -> list[dict]:
