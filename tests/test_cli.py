@@ -57,6 +57,8 @@ def test_errors_are_one_line(tmp_path):
     assert missing.returncode == 2 and "no such model file or folder" in missing.stderr
     gpu = cli("zoo", "build", "train(mlp,digits,0)", "--device", "tpu")
     assert gpu.returncode == 2 and "--device must be" in gpu.stderr
+    for usage in (cli("no-such-command"), cli("verify")):  # a usage error is the user's, not a bug of ours
+        assert usage.returncode == 2 and "Error:" in usage.stderr and "internal error" not in usage.stderr
 
 
 def test_extract_calibrate_verify(zoo_cache, tmp_path):
@@ -87,6 +89,30 @@ def test_extract_calibrate_verify(zoo_cache, tmp_path):
     tampered.write_bytes(fp.read_bytes()[:-10])
     broken = cli("verify", str(tampered), src)
     assert broken.returncode == 2 and "not a readable" in broken.stderr
+
+
+def test_verify_combines_evidence_files(zoo_cache, tmp_path):
+    # two schemes of one owner, one verdict (Holm: valid however they depend): a fine-tuned copy is related, an
+    # independent model is not, and a seal, which has no p-value, is refused
+    cache, src = ["--cache", str(zoo_cache)], "train(cnn,digits,0)"
+    nulls = [x for a in ("lenet", "mlp") for s in (4, 5) for x in ("--null", f"train({a},digits,{s})")]
+    both = ["verify"]
+    for scheme in ("AKH", "SAC-w"):
+        fp = tmp_path / f"{scheme}.fp"
+        made = runner.invoke(app, ["extract", src, "--scheme", scheme, "--budget", "40", "-o", str(fp), *cache])
+        assert made.exit_code == 0, made.output
+        assert runner.invoke(app, ["calibrate", str(fp), *nulls, "--fpr", "0.05", *cache]).exit_code == 0
+        both += [str(fp)] if len(both) == 1 else ["--and", str(fp)]
+    related = runner.invoke(app, [*both, f"{src}->finetune(1)", "--json", *cache])
+    assert related.exit_code == 0 and "holm over 2 schemes" in related.output, related.output
+    unrelated = cli(*both, "train(mlp,digits,3)", "--json", *cache)
+    assert unrelated.returncode == 1 and '"queries": 80' in unrelated.stdout, unrelated.stdout
+    bad = cli(*both, src, "--combine", "average", *cache)
+    assert bad.returncode == 2 and "unknown --combine" in bad.stderr
+    seal = tmp_path / "owner.seal"
+    assert runner.invoke(app, ["integrity", "seal", src, "-o", str(seal), *cache]).exit_code == 0
+    refused = cli(*both, "--and", str(seal), src, *cache)
+    assert refused.returncode == 2 and "deterministic" in refused.stderr, refused.stderr
 
 
 def test_schemes_lists_named_schemes_and_components():

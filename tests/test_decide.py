@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from scipy import special, stats
 
 from modelprint.decide import (
+    CONFIDENCE,
     Null,
     Scale,
     binomial_p,
@@ -92,13 +93,15 @@ def test_decisions_hold_their_fpr_for_this_null_set():
     # so the FPR of a threshold tau is exactly 1 - tau); the marginal conformal p-value exceeds it far more often
     rng = np.random.default_rng(5)
     alpha, n = 0.05, needed(0.05)
-    assert n == 45 and needed(0.01) == 230 and needed(0.05, None) == 19
-    over = {0.9: [], None: []}
+    assert n == 90 and needed(0.01) == 459 and needed(0.05, None) == 19
+    over = {CONFIDENCE: [], None: []}
     for _ in range(2000):
         u = rng.uniform(0, 1, n)
         for confidence, out in over.items():
             out.append(1 - Null(u, confidence=confidence).threshold(alpha) > alpha)
-    assert np.mean(over[0.9]) < 0.1 + 0.03 and np.mean(over[None]) > 0.3, {k: np.mean(v) for k, v in over.items()}
+    assert np.mean(over[CONFIDENCE]) < 1 - CONFIDENCE + 0.01 and np.mean(over[None]) > 0.2, {
+        k: np.mean(v) for k, v in over.items()
+    }
 
 
 def test_threshold_and_p_value_agree():
@@ -114,15 +117,15 @@ def test_conformal_p_value_and_degenerate_nulls():
     scores = np.arange(300.0) / 300
     marginal = Null(scores, scale=Scale("unit"), confidence=None)
     assert marginal.p_value(0.5) == pytest.approx(151 / 301)  # 1 + the 150 null scores at or above 0.5
-    null = Null(scores, scale=Scale("unit"))  # training-conditional: Clopper-Pearson's 90% bound on 150 of 300
-    assert null.p_value(0.5) == pytest.approx(stats.beta.ppf(0.9, 151, 150)) and null.p_value(0.5) > 151 / 301
+    null = Null(scores, scale=Scale("unit"))  # training-conditional: Clopper-Pearson's 99% bound on 150 of 300
+    assert null.p_value(0.5) == pytest.approx(stats.beta.ppf(CONFIDENCE, 151, 150)) and null.p_value(0.5) > 151 / 301
     assert null.p_value(-1) == 1.0
     assert null.p_value(0.999) < 1 / 301  # beyond every null: the tail refines the bound
     # null scores all alike: no tail is fitted beyond them (it would be infinitely narrow), only the
     # distribution-free bound of 5 models, which cannot reach 0.05
     same = Null(np.full(5, 0.9), scale=Scale("unit"))
     assert same.p_value(0.9) == pytest.approx(1.0)
-    assert same.p_value(0.95) == pytest.approx(1 - 0.1 ** (1 / 5)) and math.isinf(same.threshold(0.05))
+    assert same.p_value(0.95) == pytest.approx(1 - (1 - CONFIDENCE) ** (1 / 5)) and math.isinf(same.threshold(0.05))
     flat = _v(0.95, same, alpha=0.05)
     assert flat.outcome == "inconclusive" and flat.method.startswith("conformal") and "alike" in flat.warnings[-1]
     enough = Null(np.zeros(needed(0.05)), scale=Scale("real"))  # enough of them: a distribution-free decision

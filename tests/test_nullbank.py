@@ -14,7 +14,7 @@ from modelprint.errors import ConfigError
 from modelprint.lineage.train import accuracy, fit
 from modelprint.nets import make_net
 
-ALPHA = 0.5  # needed(0.5) = 4: 4 models of each architecture keep the test small
+ALPHA = 0.5  # needed(0.5) = 7: 7 models of each architecture keep the test small
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -49,9 +49,9 @@ def bank(small, tmp_path_factory):
 def test_plan_covers_the_owner_and_other_architectures():
     plan = nullbank.plan(0.01, "lenet", (1, 8, 8))
     archs = [a for a, _ in plan]
-    assert archs.count("lenet") == archs.count("mlp") == archs.count("cnn") == 230 and len(plan) == 690
+    assert archs.count("lenet") == archs.count("mlp") == archs.count("cnn") == 459 and len(plan) == 1377
     assert len({s for _, s in plan}) == len(plan)  # every model its own seed
-    assert [a for a, _ in nullbank.plan(0.05, "mlp", (64,), own_only=True)] == ["mlp"] * 45
+    assert [a for a, _ in nullbank.plan(0.05, "mlp", (64,), own_only=True)] == ["mlp"] * 90
     with pytest.raises(ConfigError, match="cannot rebuild"):
         nullbank.plan(0.05, "MyNet", (64,), own_only=True)
 

@@ -1,7 +1,7 @@
 """The null bank: as many independent models as a false-positive rate needs, built cheaply and cached.
 
 A distribution-free p-value that holds for this very null set needs ``decide.needed(alpha)`` null models to
-reach ``alpha`` (45 at 5%, 230 at 1%). The bank trains that many on the evidence's own data for each stratum a
+reach ``alpha`` (90 at 5%, 459 at 1%). The bank trains that many on the evidence's own data for each stratum a
 verdict may be decided on: the owner's architecture when modelprint can rebuild it (the stratum hardest for a
 suspect: same inductive biases, same data) and each other small architecture. Models of one architecture train
 together as one vectorised ensemble (``torch.func``): each has its own seed, its own initialisation and data

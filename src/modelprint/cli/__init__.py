@@ -41,9 +41,8 @@ def main() -> None:
         err_console.print("interrupted (a benchmark run resumes where it stopped when run again)")
         sys.exit(130)
     except Exception as e:
-        import click
-
-        if isinstance(e, click.ClickException):  # usage errors
+        # usage errors (a missing argument, an unknown command): click's, or the copy of click newer typers ship
+        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             sys.exit(e.exit_code)
         if os.environ.get("MODELPRINT_DEBUG"):

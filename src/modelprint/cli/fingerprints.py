@@ -160,17 +160,44 @@ def verify_cmd(
     delta: Annotated[
         float, typer.Option("--delta", help="Sequential: chance of deciding otherwise than the full run.")
     ] = 0.01,
+    also: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--and", help="Another evidence file of the same owner (repeat): one verdict from all, by --combine."
+        ),
+    ] = None,
+    combine: Annotated[
+        str,
+        typer.Option(
+            "--combine",
+            help="How --and's p-values combine: holm (or bonferroni) and vote (a majority) hold however the schemes "
+            "depend on each other; tippett, fisher and stouffer assume they are independent, which they are not.",
+        ),
+    ] = "holm",
     as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
     cache: CacheOpt = None,
     device: DeviceOpt = "cpu",
 ) -> None:
-    """Is SUSPECT (or the model at --url) derived from the fingerprint's owner? Exit code 0: related, 1: not
-    related, 3: inconclusive, 2: error."""
+    """Is SUSPECT (or the model at --url) derived from the fingerprint's owner? With --and, one verdict from
+    several fingerprints or keys (the queries of each are sent). Exit code 0: related, 1: not related,
+    3: inconclusive, 2: error."""
     from .. import evidence
+    from ..combination import COMBINERS, combine_verdicts
 
     if (suspect is None) == (url is None):
         raise ConfigError("give either a SUSPECT or --url (with --model-name)")
-    ev = evidence.load(fingerprint)
+    if combine not in COMBINERS:
+        raise ConfigError(f"unknown --combine {combine!r}: one of {', '.join(COMBINERS)}")
+    files = [fingerprint, *(also or [])]
+    evs = [evidence.load(f) for f in files]
+    for f, ev in zip(files, evs, strict=True):
+        if len(evs) > 1 and evidence.kind(ev) == "integrity seal":
+            raise ConfigError(f"{f}: a seal's check is deterministic, with no p-value to combine: check it alone")
+
+    def judge(model, **kwargs):
+        parts = [evidence.verify(ev, model, **kwargs, **options) for ev in evs]
+        return parts[0] if len(parts) == 1 else combine_verdicts(parts, combine, alpha or parts[0].alpha)
+
     options = {
         **({"alpha": alpha} if alpha is not None else {}),
         **({"sequential": True, "delta": delta} if sequential else {}),
@@ -181,11 +208,11 @@ def verify_cmd(
 
         client = RemoteEncoder if output in ("embeddings", "ranks") else RemoteModel
         with err_console.status(f"querying {url}"), client(url, model_name, output, api_key=api_key) as remote:  # type: ignore[arg-type]
-            v = evidence.verify(ev, remote, **options)
+            v = judge(remote)
         suspect = f"{url} ({model_name})"
     else:
-        v = evidence.verify(ev, suspect, cache_dir=cache, device=check_device(device), **options)
-    show_verdict(v, f"{suspect} vs {fingerprint}", as_json)
+        v = judge(suspect, cache_dir=cache, device=check_device(device))
+    show_verdict(v, f"{suspect} vs {' + '.join(map(str, files))}", as_json)
 
 
 @app.command("compare")
