@@ -155,8 +155,10 @@ def test_gradient_field_verdicts(source, zoo):
     nulls = [zoo(f"train(cnn,digits,{s})").module for s in (1, 2, 5, 9)]
     v = compare_gradients(source.module, zoo(f"{SOURCE}->finetune(1)").module, null_models=nulls, alpha=0.05)
     assert v.related and v.p_value <= 0.01 and v.scheme == "weights:gradient-field"  # measured: 0.005
-    far = compare_gradients(source.module, zoo("train(cnn,digits,3)").module, null_models=nulls, alpha=0.05)
-    assert not far.related and far.p_value >= 0.5, far.p_value
+    # an independent model scores above all 4 nulls one time in 5 (this one does on some machines: p = 0.10 from
+    # the tail, 0.085 against 8 nulls); at 0.01 it is not related with a margin wherever it lands
+    far = compare_gradients(source.module, zoo("train(cnn,digits,3)").module, null_models=nulls, alpha=0.01)
+    assert not far.related and far.p_value >= 0.05 and far.score < v.score - 0.1, (far.p_value, far.score)
 
 
 LENET = "train(lenet,digits,3)"  # aligned independent MLPs and CNNs are often connected (barrier ~0): LeNets not
@@ -164,7 +166,9 @@ LENET = "train(lenet,digits,3)"  # aligned independent MLPs and CNNs are often c
 
 @pytest.fixture(scope="session")
 def lenet_nulls(zoo):
-    return [zoo(f"train(lenet,digits,{s})").module for s in (4, 5, 6)]
+    """Six: against three, an independent LeNet's barrier beyond them all got p = 0.048 from the tail on one machine
+    (0.71 against six)."""
+    return [zoo(f"train(lenet,digits,{s})").module for s in (4, 5, 6, 8, 9, 10)]
 
 
 def test_loss_path_is_flat_to_a_derived_model_and_climbs_to_an_independent_one(zoo):
@@ -184,7 +188,7 @@ def test_barrier_verdicts(zoo, lenet_nulls):
     v = compare_barrier(owner, zoo(f"{LENET}->finetune(1)").module, null_models=lenet_nulls, alpha=0.05)
     assert v.related and v.p_value <= 0.005 and len(v.evidence["null_path_loss"]) == len(lenet_nulls)
     far = compare_barrier(owner, zoo("train(lenet,digits,7)").module, null_models=lenet_nulls, alpha=0.05)
-    assert not far.related and far.p_value >= 0.1, far.p_value  # measured: 0.22
+    assert not far.related and far.p_value >= 0.1, far.p_value  # measured: 0.22 and 0.71
 
 
 @pytest.fixture(scope="session")

@@ -10,11 +10,13 @@ import torch
 
 import modelprint as mp
 from modelprint import data, nullbank
+from modelprint.decide import needed
 from modelprint.errors import ConfigError
 from modelprint.lineage.train import accuracy, fit
 from modelprint.nets import make_net
 
 ALPHA = 0.5  # needed(0.5) = 7: 7 models of each architecture keep the test small
+PER_ARCH = needed(ALPHA)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -59,7 +61,7 @@ def test_plan_covers_the_owner_and_other_architectures():
 def test_ensemble_models_are_trained_and_independent(bank, small):
     models, _ = bank
     _, _, xt, yt = small
-    assert [m.arch for m in models].count("mlp") == 4 and len(models) == 12  # 4 of each architecture
+    assert [m.arch for m in models].count("mlp") == PER_ARCH and len(models) == 3 * PER_ARCH  # as many of each
     for m in models:
         assert accuracy(m.module, xt, yt) > 0.6, m.name  # chance is 0.1
     w = [m.module.state_dict() for m in models if m.arch == "mlp"]
@@ -81,7 +83,7 @@ def test_auto_calibration_is_stratified_and_decides(owner, small, bank):
     _, cache = bank
     fp = mp.extract(owner, "AKH", (xt, yt), budget=60, seed=0)
     fp = mp.calibrate(fp, "auto", ALPHA, data=(x, y), cache_dir=cache)  # the bank comes from the cache
-    assert fp.owner_arch == "mlp" and fp.null_strata.count("mlp") == 4 and len(fp.null_scores) == 12
+    assert fp.owner_arch == "mlp" and fp.null_strata.count("mlp") == PER_ARCH and len(fp.null_scores) == 3 * PER_ARCH
     v = mp.verify(fp, copy.deepcopy(owner))
     assert v.related and v.p_value <= ALPHA / 10 and v.evidence["decided_on"] == "mlp"
     assert set(v.evidence["strata"]) >= {"(all)", "mlp"} and not v.warnings
@@ -126,7 +128,7 @@ def test_a_foreign_owner_gets_a_bank_of_other_architectures_and_a_warning(small,
     owner = fit(Foreign(), x, y, epochs=30, lr=0.01, seed=7).eval()
     fp = mp.extract(owner, "AKH", (xt, yt), budget=60, seed=0)
     fp = mp.calibrate(fp, "auto", ALPHA, data=(x, y), cache_dir=tmp_path)
-    assert set(fp.null_strata) == {"mlp", "lenet", "cnn"} and len(fp.null_scores) == 12
+    assert set(fp.null_strata) == {"mlp", "lenet", "cnn"} and len(fp.null_scores) == 3 * PER_ARCH
     v = mp.verify(fp, copy.deepcopy(owner))
     assert v.related and v.p_value <= ALPHA / 10
     assert any("architecture" in w for w in v.warnings)  # the null lacks the owner's own architecture

@@ -1,6 +1,6 @@
 """The README's Python examples as written. Always: each compiles and every name it takes from modelprint exists.
 End to end with ``MODELPRINT_README=1`` (``make readme``): the first example builds the null bank for FPR 0.05
-(135 models), the second the demo benchmark and the third a disguised MiniLM against 4 independent encoders,
+(270 models), the second the demo benchmark and the third a disguised MiniLM against 4 independent encoders,
 about 17 minutes on 2 cores together, too long for every run."""
 
 from __future__ import annotations
