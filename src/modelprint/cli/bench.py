@@ -169,8 +169,8 @@ def bench_report(
     console.print(f"wrote {path}")
 
 
-# FPR 0.05: the null bank then needs 90 models per architecture (270 in all), which keeps the demo within 10
-# minutes; at 0.01 it would need 1377 (see decide.needed)
+# FPR 0.05: the null bank then needs 90 models per architecture (270 in all, about 6 minutes on 2 cores), which
+# keeps the demo within 10 minutes; at 0.01 it would need 1377 (see decide.needed)
 DEMO_BENCH, DEMO_BUDGETS, DEMO_FPR = "digits-sac", (20, 100), 0.05
 DEMO_SCHEMES = ("AKH", "Divergent")
 # the schemes of the demo's benchmark: all but the slowest to extract (UAP and MetaV train surrogates and a
