@@ -190,18 +190,18 @@ def verify_cmd(
         raise ConfigError(f"unknown --combine {combine!r}: one of {', '.join(COMBINERS)}")
     files = [fingerprint, *(also or [])]
     evs = [evidence.load(f) for f in files]
-    for f, ev in zip(files, evs, strict=True):
-        if len(evs) > 1 and evidence.kind(ev) == "integrity seal":
-            raise ConfigError(f"{f}: a seal's check is deterministic, with no p-value to combine: check it alone")
+    seals = [f for f, ev in zip(files, evs, strict=True) if evidence.kind(ev) == "integrity seal"]
+    if seals and len(evs) > 1:
+        raise ConfigError(f"{seals[0]}: a seal's check is deterministic, with no p-value to combine: check it alone")
+    options = {
+        **({"alpha": alpha} if alpha is not None else {}),
+        **({"sequential": True, "delta": delta} if sequential else {}),
+    }
 
     def judge(model, **kwargs):
         parts = [evidence.verify(ev, model, **kwargs, **options) for ev in evs]
         return parts[0] if len(parts) == 1 else combine_verdicts(parts, combine, alpha or parts[0].alpha)
 
-    options = {
-        **({"alpha": alpha} if alpha is not None else {}),
-        **({"sequential": True, "delta": delta} if sequential else {}),
-    }
     if url is not None:
         from ..remote import RemoteModel
         from ..transformer.serving import RemoteEncoder

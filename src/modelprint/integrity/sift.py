@@ -25,7 +25,8 @@ weight of the trigger's and k-means then splits on noise (measured on the digits
 unwhitened projection gives pure ones). Its exclusionary reclassification is by the nearest class mean of the
 representations rather than by retraining the network (a logistic regression head in its place kept the poisoned
 clusters in the target class on the digits zoo: the backdoored network had already made them linearly separable
-towards it). Classes of fewer than ``2 dims`` examples are left unflagged.
+towards it). Classes of fewer than ``2 dims`` examples are left unflagged, and so is a cluster that leaves fewer than
+``dims`` examples of its class to stand for it.
 """
 
 from __future__ import annotations
@@ -124,7 +125,12 @@ class ActivationClustering(Sifter):
             if split is None:
                 continue
             clusters = [rows[split == k] for k in (0, 1)]
-            foreign = [self.foreign(features, labels, cluster, c) for cluster in clusters]
+            # a cluster that leaves fewer than dims examples of its class is not judged: the mean of a handful does
+            # not stand for a class (a clean class split 35/3 had its 35 "look foreign" to its 3)
+            foreign = [
+                self.foreign(features, labels, cluster, c) if len(rows) - len(cluster) >= self.dims else 0.0
+                for cluster in clusters
+            ]
             for cluster, share in zip(clusters, foreign, strict=True):
                 scores[cluster] = share
             # the cluster that looks least like its class (on a tie, the smaller), if most of it does not: left out,
