@@ -11,7 +11,7 @@ related with p <= 0.001.
     python benchmarks/calibration.py --strata own --schemes SAC-m    # one stratum's rows, at a fraction of the cost
 
 At 1% the check is demanding: an interval's upper bound is within 2% only with >= 183 held-out models and none
-of them accused, >= 300 and one, >= 1000 and up to ten. A verdict that holds its rate exactly (about 1 in 231
+of them accused, >= 300 and one, >= 1000 and up to ten. A verdict that holds its rate exactly (about 1 in 460
 beyond every one of 459 bank models, for the training-conditional p-value) accuses 2.2 of 1000 on average, so
 the owner's architecture gets 1000 held-out models: with 200, one unlucky accusation in two would fail the check
 for a verdict that is right. The "other architectures" stratum has 800 (MLP and CNN).
