@@ -154,11 +154,11 @@ def test_gradient_field_verdicts(source, zoo):
     # decided on the suspect's stratum (a CNN): the nulls are CNNs, built by other tests too
     nulls = [zoo(f"train(cnn,digits,{s})").module for s in (1, 2, 5, 9)]
     v = compare_gradients(source.module, zoo(f"{SOURCE}->finetune(1)").module, null_models=nulls, alpha=0.05)
-    assert v.related and v.p_value <= 0.01 and v.scheme == "weights:gradient-field"  # measured: 0.005
+    assert v.related and v.p_value <= 0.01 and v.scheme == "weights:gradient-field"  # measured: 0.005, 0.001
     # an independent model scores above all 4 nulls one time in 5 (this one does on some machines: p = 0.10 from
     # the tail, 0.085 against 8 nulls); at 0.01 it is not related with a margin wherever it lands
     far = compare_gradients(source.module, zoo("train(cnn,digits,3)").module, null_models=nulls, alpha=0.01)
-    assert not far.related and far.p_value >= 0.05 and far.score < v.score - 0.1, (far.p_value, far.score)
+    assert not far.related and far.score < v.score - 0.1, (far.p_value, far.score)
 
 
 LENET = "train(lenet,digits,3)"  # aligned independent MLPs and CNNs are often connected (barrier ~0): LeNets not
