@@ -182,7 +182,7 @@ def verify_cmd(
     several fingerprints or keys (the queries of each are sent). Exit code 0: related, 1: not related,
     3: inconclusive, 2: error."""
     from .. import evidence
-    from ..combination import COMBINERS, combine_verdicts
+    from ..combination import COMBINERS
 
     if (suspect is None) == (url is None):
         raise ConfigError("give either a SUSPECT or --url (with --model-name)")
@@ -199,8 +199,9 @@ def verify_cmd(
     }
 
     def judge(model, **kwargs):
-        parts = [evidence.verify(ev, model, **kwargs, **options) for ev in evs]
-        return parts[0] if len(parts) == 1 else combine_verdicts(parts, combine, alpha or parts[0].alpha)
+        if len(evs) == 1:
+            return evidence.verify(evs[0], model, **kwargs, **options)
+        return evidence.verify_combined(evs, model, combine, **kwargs, **options)
 
     if url is not None:
         from ..remote import RemoteModel

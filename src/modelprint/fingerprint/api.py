@@ -12,8 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import evidence
 from ..access import BlackBox, Model, WhiteBox, architecture
-from ..decide import COMBINERS, check_alpha, combine_verdicts, decide, serfling_radius
+from ..decide import COMBINERS, check_alpha, decide, serfling_radius
 from ..digest import module_digest
 from ..errors import ConfigError
 from ..verdict import Verdict
@@ -300,6 +301,5 @@ def verify_combined(
         raise ConfigError(f"unknown combination {method!r}: one of {', '.join(COMBINERS)}")
     alpha = fps[0].target_fpr if alpha is None else alpha
     check_alpha(alpha)
-    model = as_suspect(suspect, fps[0], cache_dir, device)
-    parts = [verify(fp, model, alpha=alpha, cache_dir=cache_dir, device=device) for fp in fps]
-    return combine_verdicts(parts, method, alpha)
+    model = as_suspect(suspect, fps[0], cache_dir, device)  # resolved once for every fingerprint
+    return evidence.verify_combined(fps, model, method, alpha, cache_dir=cache_dir, device=device)
