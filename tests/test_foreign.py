@@ -85,6 +85,21 @@ def test_every_format_of_the_owner_is_related_and_an_independent_network_is_not(
     assert not v["related"] and v["p_value"] > 0.001, v
 
 
+def test_two_schemes_combine_into_one_verdict_on_every_format(files, fingerprint):
+    # verify --and: AKH and SAC-w of the same owner, Holm-combined, through TorchScript and ONNX suspects
+    second = str(files["dir"] / "owner-sac.fp")
+    made = cli(*RESIDUAL, "extract", files["pt"], "-s", "SAC-w", "-b", "40", "-o", second, *files["cache"])
+    assert made.returncode == 0, made.stderr
+    nulls = [a for n in files["nulls"] + files["more_nulls"] for a in ("-n", n)]
+    assert cli(*RESIDUAL, "calibrate", second, *nulls, "--fpr", "0.05", *files["cache"]).returncode == 0
+    both = [*RESIDUAL, "verify", fingerprint, "--and", second]
+    for suspect in (files["ts"], files["onnx"]):
+        v = verdict(cli(*both, suspect, "--json", *files["cache"]))
+        assert v["related"] and v["p_value"] < 1e-3 and v["method"] == "holm over 2 schemes", (suspect, v)
+    v = verdict(cli(*both, files["held_out"], "--alpha", "0.001", "--json", *files["cache"]))
+    assert not v["related"] and v["queries"] == 140, v
+
+
 def test_weights_without_their_class_are_one_clear_error(files, fingerprint):
     r = cli("verify", fingerprint, files["held_out"])
     assert r.returncode == 2 and "--arch" in r.stderr and "Traceback" not in r.stderr
