@@ -9,6 +9,7 @@ comparisons (``--whitebox``, both checkpoints; budget 0 in the table) per task, 
 
     python benchmarks/generalization.py                 # digits and mnist1d, budgets 20/50/100, 102 negatives
     python benchmarks/generalization.py --quick         # digits, budget 100, 60 negatives, fewer students
+    python benchmarks/generalization.py --datasets digits --budgets 100 --schemes Preference --students 9
 """
 
 from __future__ import annotations
@@ -90,11 +91,17 @@ def main() -> None:
     ap.add_argument("--schemes", default=",".join(SCHEMES))
     ap.add_argument("--whitebox", default=",".join(WHITE_BOX), help="white-box comparisons ('' for none)")
     ap.add_argument("--out", type=Path, default=Path("generalization-out"))
+    ap.add_argument("--students", type=int, default=None,
+                    help="students per extraction recipe, over the dataset's student architectures in turn (default "
+                    "3, quick 2): each is 1/N of a cell's TPR")  # fmt: skip
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     datasets = args.datasets.split(",") if args.datasets else (["digits"] if args.quick else list(OWNERS))
     budgets = [int(b) for b in args.budgets.split(",")] if args.budgets else ([100] if args.quick else [20, 50, 100])
     negatives_per_arch, students = (20, 2) if args.quick else (34, 3)  # x 3 architectures: 60 or 102
+    students = students if args.students is None else args.students
+    if students < 1:
+        ap.error("--students must be at least 1")
     cache = args.out / "zoo"
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -109,11 +116,10 @@ def main() -> None:
         owner = build(src, cache_dir=cache, device=args.device)
         tasks: dict[str, list[str]] = {}
         for name, template in thieves.EXTRACTION.items():
-            tasks[name] = [
-                f"{src}->{thieves.positive(template, a, 10 + i)}" for i, a in enumerate(STUDENTS[ds][:students])
-            ]
+            archs = [STUDENTS[ds][i % len(STUDENTS[ds])] for i in range(students)]
+            tasks[name] = [f"{src}->{thieves.positive(template, a, 10 + i)}" for i, a in enumerate(archs)]
         for name, template in thieves.COPIES.items():
-            tasks[name] = [f"{src}->{thieves.positive(template, '', s)}" for s in (10, 11)[: students - 1]]
+            tasks[name] = [f"{src}->{thieves.positive(template, '', s)}" for s in range(10, 9 + max(2, students))]
         positives = {e: build(e, cache_dir=cache, device=args.device) for es in tasks.values() for e in es}
         log(f"{ds}: {len(positives)} derived models built")
         negs = nullbank.build(ds, 0.05, OWNERS[ds], count=negatives_per_arch, seed_base=NEGATIVE_SEED,
