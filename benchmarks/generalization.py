@@ -30,6 +30,7 @@ from modelprint.bench.metrics import min_negatives, tpr_at
 from modelprint.errors import ConfigError
 from modelprint.fingerprint.comparisons import COMPARISONS
 from modelprint.lineage import build
+from modelprint.lineage.expr import split_top
 
 OWNERS = {"digits": "lenet", "mnist1d": "cnn"}
 STUDENTS = {"digits": ("lenet", "mlp", "cnn"), "mnist1d": ("cnn", "mlp", "cnn1d")}
@@ -128,7 +129,7 @@ def main() -> None:
         steps = thieves.surrogates_for("", SURROGATE_ARCHS[ds])
         built = [build(f"{src}->{s}", cache_dir=cache) for s in steps]
         surrogate_models = dict(zip(thieves.EXTRACTION, built, strict=True))
-        for scheme in filter(None, args.schemes.split(",")):
+        for scheme in split_top(args.schemes, ",") if args.schemes else []:  # a spelled scheme has commas inside
             uses_surrogates = getattr(mp.make_scheme(scheme).sampler, "surrogates", 0) > 0
             for budget in budgets:
                 fps, negatives = {}, {}
