@@ -120,7 +120,7 @@ def main() -> None:
             archs = [STUDENTS[ds][i % len(STUDENTS[ds])] for i in range(students)]
             tasks[name] = [f"{src}->{thieves.positive(template, a, 10 + i)}" for i, a in enumerate(archs)]
         for name, template in thieves.COPIES.items():
-            tasks[name] = [f"{src}->{thieves.positive(template, '', s)}" for s in range(10, 9 + max(2, students))]
+            tasks[name] = [f"{src}->{thieves.positive(template, '', s)}" for s in range(10, 10 + max(1, students - 1))]
         positives = {e: build(e, cache_dir=cache, device=args.device) for es in tasks.values() for e in es}
         log(f"{ds}: {len(positives)} derived models built")
         negs = nullbank.build(ds, 0.05, OWNERS[ds], count=negatives_per_arch, seed_base=NEGATIVE_SEED,

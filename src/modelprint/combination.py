@@ -16,6 +16,12 @@ from .verdict import Verdict
 COMBINERS = {"bonferroni": True, "holm": True, "vote": True, "tippett": False, "fisher": False, "stouffer": False}
 
 
+def check_method(method: str) -> None:
+    """Refuse an unknown combination before any verification is spent on it."""
+    if method not in COMBINERS:
+        raise ConfigError(f"unknown combination {method!r}: one of {', '.join(COMBINERS)}")
+
+
 def combine(p_values: Sequence[float], method: str = "bonferroni") -> float:
     """One p-value from several. ``bonferroni`` (k * min p) and ``holm`` (the same for the global null: its
     smallest adjusted p-value) hold however the tests depend on each other; ``tippett`` (1 - (1 - min p)^k),
@@ -24,8 +30,7 @@ def combine(p_values: Sequence[float], method: str = "bonferroni") -> float:
     majority vote made valid under any dependence (Rüger 1978): with m tests and a majority k = floor(m/2) + 1,
     ``(m / k) * p_(k)``, the k-th smallest p-value scaled, is at most alpha only if k tests reject at k alpha / m
     (DeepJudge's judge, calibrated)."""
-    if method not in COMBINERS:
-        raise ConfigError(f"unknown combination {method!r}: one of {', '.join(COMBINERS)}")
+    check_method(method)
     if method in ("bonferroni", "holm"):
         return float(min(1.0, len(p_values) * min(p_values)))
     if method == "vote":

@@ -93,8 +93,11 @@ def verify(evidence, suspect, **options) -> Verdict:
 def verify_combined(evidences, suspect, method: str = "holm", alpha: float | None = None, **options) -> Verdict:
     """One verdict on ``suspect`` from several pieces of evidence of the same owner: each verified, then their
     p-values combined by ``method`` (see ``combination.combine``), decided at ``alpha`` (default: the first's)."""
-    from .combination import combine_verdicts
+    from .combination import check_method, combine_verdicts
 
+    check_method(method)
+    if not evidences:
+        raise ConfigError("a combined verdict needs at least one piece of evidence")
     at = {} if alpha is None else {"alpha": alpha}
     parts = [verify(ev, suspect, **at, **options) for ev in evidences]
     return combine_verdicts(parts, method, parts[0].alpha if alpha is None else alpha)

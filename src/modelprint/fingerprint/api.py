@@ -14,7 +14,8 @@ from torch import nn
 
 from .. import evidence
 from ..access import BlackBox, Model, WhiteBox, architecture
-from ..decide import COMBINERS, check_alpha, decide, serfling_radius
+from ..combination import check_method
+from ..decide import check_alpha, decide, serfling_radius
 from ..digest import module_digest
 from ..errors import ConfigError
 from ..verdict import Verdict
@@ -297,8 +298,7 @@ def verify_combined(
     (the verdict says so). The score is -log10 of the combined p-value."""
     if not fps:
         raise ConfigError("verify_combined needs at least one fingerprint")
-    if method not in COMBINERS:
-        raise ConfigError(f"unknown combination {method!r}: one of {', '.join(COMBINERS)}")
+    check_method(method)  # before the suspect is resolved (a lineage expression may train a model)
     alpha = fps[0].target_fpr if alpha is None else alpha
     check_alpha(alpha)
     model = as_suspect(suspect, fps[0], cache_dir, device)  # resolved once for every fingerprint
