@@ -3,13 +3,15 @@ every extraction recipe and copy task of ``modelprint.bench.thieves`` (students 
 independent negatives from the null bank's trainer (as many of the owner's architecture as of each other).
 Fingerprints whose queries are chosen with surrogates (CAE, Divergent, Preference) are evaluated
 leave-one-recipe-out: for extraction recipe R their surrogates are built with the other recipes only. Prints AUC,
-TPR@1%FPR (n/a below 100 negatives), TPR@5%FPR and TPR at 0 FPR per scheme x task x budget, and the white-box
+TPR@1%FPR (n/a below 100 negatives), TPR@5%FPR and TPR at 0 FPR per scheme x task x budget (the mean over the
+fingerprints' seeds, ``--seeds``: one draw of a sampler's queries can be lucky or unlucky), and the white-box
 comparisons (``--whitebox``, both checkpoints; budget 0 in the table) per task, and writes generalization.csv
 (the table) and scores.csv (every model's score, to study combinations of schemes).
 
     python benchmarks/generalization.py                 # digits and mnist1d, budgets 20/50/100, 102 negatives
     python benchmarks/generalization.py --quick         # digits, budget 100, 60 negatives, fewer students
     python benchmarks/generalization.py --datasets digits --budgets 100 --schemes Preference --students 9
+    python benchmarks/generalization.py --datasets mnist1d --schemes Preference-rare --students 9 --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -36,24 +38,24 @@ OWNERS = {"digits": "lenet", "mnist1d": "cnn"}
 STUDENTS = {"digits": ("lenet", "mlp", "cnn"), "mnist1d": ("cnn", "mlp", "cnn1d")}
 SURROGATE_ARCHS = {"digits": ("mlp", "cnn", "lenet"), "mnist1d": ("mlp", "cnn1d", "cnn")}
 SCHEMES = ("AKH", "SAC-w", "ModelDiff", "IPGuard", "ZestOfLIME", "FBI", "FBI-labels", "CAE", "Divergent", "Preference",
-           "DeepFool", "UAP", "UAP-shift", "DeepJudge-RobD", "DeepJudge-JSD", "MetaV", "MetaV-datafree",
-           "TAFA")  # fmt: skip
+           "Preference-rare", "DeepFool", "UAP", "UAP-shift", "DeepJudge-RobD", "DeepJudge-JSD", "MetaV",
+           "MetaV-datafree", "TAFA")  # fmt: skip
 WHITE_BOX = ("matching", "barrier", "deepjudge", "gradients", "cka")  # modelprint.fingerprint.COMPARISONS
 NEGATIVE_SEED = 80_000  # clear of the null bank's and the calibration benchmark's seeds
 
 
 def score_rows(where: tuple, names: list[str], task: str, scores: np.ndarray) -> list[dict]:
-    """One row per scored model: (dataset, scheme, budget, held-out recipe), the model, its task ("" for an
+    """One row per scored model: (dataset, scheme, budget, seed, held-out recipe), the model, its task ("" for an
     independent negative) and its score."""
-    keys = dict(zip(("dataset", "scheme", "budget", "held_out"), where, strict=True))
+    keys = dict(zip(("dataset", "scheme", "budget", "seed", "held_out"), where, strict=True))
     return [{**keys, "model": n, "task": task, "score": float(s)} for n, s in zip(names, scores, strict=True)]
 
 
-def table_row(ds: str, scheme: str, budget: int, task: str, pos, neg, leave_one_out: bool) -> dict:
+def table_row(ds: str, scheme: str, budget: int, seed: int, task: str, pos, neg, leave_one_out: bool) -> dict:
     related = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
     score = np.nan_to_num(np.r_[pos, neg], neginf=-1e300)  # a model the method cannot compare ranks last
     return {
-        "dataset": ds, "scheme": scheme, "budget": budget, "task": task,
+        "dataset": ds, "scheme": scheme, "budget": budget, "seed": seed, "task": task,
         "kind": "extraction" if task in thieves.EXTRACTION else "copy",
         "positives": len(pos), "negatives": len(neg),
         "auc": roc_auc_score(related, score),
@@ -95,12 +97,14 @@ def main() -> None:
     ap.add_argument("--students", type=int, default=None,
                     help="students per extraction recipe, over the dataset's student architectures in turn (default "
                     "3, quick 2): each is 1/N of a cell's TPR")  # fmt: skip
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds of the fingerprints' queries (tables: means)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     datasets = args.datasets.split(",") if args.datasets else (["digits"] if args.quick else list(OWNERS))
     budgets = [int(b) for b in args.budgets.split(",")] if args.budgets else ([100] if args.quick else [20, 50, 100])
     negatives_per_arch, students = (20, 2) if args.quick else (34, 3)  # x 3 architectures: 60 or 102
     students = students if args.students is None else args.students
+    seeds = [int(s) for s in args.seeds.split(",")]
     if students < 1:
         ap.error("--students must be at least 1")
     cache = args.out / "zoo"
@@ -131,30 +135,31 @@ def main() -> None:
         surrogate_models = dict(zip(thieves.EXTRACTION, built, strict=True))
         for scheme in split_top(args.schemes, ",") if args.schemes else []:  # a spelled scheme has commas inside
             uses_surrogates = getattr(mp.make_scheme(scheme).sampler, "surrogates", 0) > 0
-            for budget in budgets:
+            for budget, seed in ((b, s) for b in budgets for s in seeds):
                 fps, negatives = {}, {}
                 for task, exprs in tasks.items():
                     held = task if uses_surrogates and task in thieves.EXTRACTION else None
+                    where = (ds, scheme, budget, seed, held)
                     if held not in fps:
                         surr = [m for n, m in surrogate_models.items() if n != held] if uses_surrogates else None
-                        fps[held] = mp.extract(owner, scheme, ds, budget, cache_dir=cache, device=args.device,
+                        fps[held] = mp.extract(owner, scheme, ds, budget, seed, cache_dir=cache, device=args.device,
                                                surrogates=surr)  # fmt: skip
                         negatives[held] = np.array([mp.score(fps[held], m.module) for m in negs])
-                        scored += score_rows((ds, scheme, budget, held), [m.name for m in negs], "", negatives[held])
+                        scored += score_rows(where, [m.name for m in negs], "", negatives[held])
                     fp, neg = fps[held], negatives[held]
                     pos = np.array([mp.score(fp, positives[e]) for e in exprs])
-                    scored += score_rows((ds, scheme, budget, held), exprs, task, pos)
-                    rows.append(table_row(ds, scheme, budget, task, pos, neg, held is not None))
+                    scored += score_rows(where, exprs, task, pos)
+                    rows.append(table_row(ds, scheme, budget, seed, task, pos, neg, held is not None))
                 save(rows, scored, args.out)
-                log(f"{ds} {scheme} budget {budget} done")
+                log(f"{ds} {scheme} budget {budget} seed {seed} done")
         for method in filter(None, args.whitebox.split(",")):
             nulls = [m.module for m in negs[:2]]  # the verdicts' nulls; only the raw scores are ranked here
             neg = white_box_scores(method, owner, [m.module for m in negs], ds, nulls)
-            scored += score_rows((ds, method, 0, None), [m.name for m in negs], "", neg)
+            scored += score_rows((ds, method, 0, 0, None), [m.name for m in negs], "", neg)
             for task, exprs in tasks.items():
                 pos = white_box_scores(method, owner, [positives[e] for e in exprs], ds, nulls)
-                scored += score_rows((ds, method, 0, None), exprs, task, pos)
-                rows.append(table_row(ds, method, 0, task, pos, neg, False))
+                scored += score_rows((ds, method, 0, 0, None), exprs, task, pos)
+                rows.append(table_row(ds, method, 0, 0, task, pos, neg, False))
             save(rows, scored, args.out)
             log(f"{ds} {method} (white-box) done")
     table = pd.DataFrame(rows)
@@ -165,6 +170,11 @@ def main() -> None:
                 print(f"{title}\n" + wide.round(2).to_string() + "\n")
         print("mean over tasks (AUC)\n" + table.groupby(["dataset", "kind", "scheme", "budget"])["auc"].mean()
               .unstack(["scheme"]).round(3).to_string())  # fmt: skip
+        if table["tpr@1%"].notna().any():  # the targets: every task's TPR@1%FPR, so its mean and its weakest task
+            per_task = table.groupby(["dataset", "kind", "scheme", "budget", "task"])["tpr@1%"].mean()
+            summary = per_task.groupby(["dataset", "kind", "scheme", "budget"]).agg(["mean", "min", "idxmin"])
+            summary["weakest"] = summary.pop("idxmin").map(lambda key: key[-1])
+            print("\nTPR@1%FPR over tasks: mean, weakest\n" + summary.round(3).to_string())
     print(f"\n{time.perf_counter() - t0:.0f} s")
 
 

@@ -223,6 +223,27 @@ def test_references_and_surrogates_given_by_the_user(source, finetuned, independ
         mp.extract(plain, "Divergent", (ds.x, ds.y), budget=20, references=independents, surrogates=[finetuned])
 
 
+def test_contrast_chooses_blends_the_population_does_not_answer_as_the_owner(source, finetuned, independents):
+    # the fine-tuned surrogate follows the owner almost everywhere, so with contrast 0 the blends are chosen
+    # nearly at random; a high contrast must choose blends on which the references disagree with the owner
+    from modelprint import data
+
+    ds = data.load("digits", "test")
+
+    def reference_agreement(contrast: float) -> float:
+        spelled = f"divergent(candidates=20,references=2,surrogates=1,contrast={contrast})+labels+hamming"
+        fp = mp.extract(source.module, spelled, (ds.x, ds.y), budget=30, references=independents,
+                        surrogates=[finetuned])  # fmt: skip
+        own = source.module(fp.queries).argmax(1)
+        return float(torch.stack([m(fp.queries).argmax(1) == own for m in independents]).float().mean())
+
+    with torch.no_grad():
+        assert reference_agreement(0) > 0.5 and reference_agreement(5) < 0.2
+    with pytest.raises(ConfigError, match="contrast of at least 0"):
+        mp.extract(source.module, "divergent(references=2,surrogates=1,contrast=-1)+labels+hamming", (ds.x, ds.y),
+                   budget=20, references=independents, surrogates=[finetuned])  # fmt: skip
+
+
 # --- the fingerprint file --------------------------------------------------------------------------------
 
 

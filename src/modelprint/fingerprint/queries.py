@@ -284,14 +284,22 @@ class BenignEntropy(Sampler):
 class Divergent(Sampler):
     """Natural-looking inputs on which the owner is idiosyncratic: of ``candidates`` x budget mixup and CutMix
     blends of held-out inputs, those where the owner's label is shared by its label-extraction surrogates and
-    not by independent reference models (modelprint's generalisation of AKH's misclassified inputs)."""
+    not by independent reference models (modelprint's generalisation of AKH's misclassified inputs). A blend's
+    score is the surrogates' agreement with the owner less ``contrast`` times the references'; a contrast above 1
+    prefers blends the population almost never answers as the owner does, on which independent models score
+    alike (a narrower null) while derived models still follow the owner."""
 
-    def __init__(self, candidates: int = 10, references: int = 4, surrogates: int = 2, size: float = 0.5):
+    def __init__(
+        self, candidates: int = 10, references: int = 4, surrogates: int = 2, size: float = 0.5, contrast: float = 1.0
+    ):
         self.candidates, self.references, self.surrogates, self.size = candidates, references, surrogates, size
+        self.contrast = contrast
 
     def sample(self, ctx: Context) -> Queries:
         if self.references < 1:
             raise ConfigError("divergent inputs need at least one reference model")
+        if not self.contrast >= 0:
+            raise ConfigError(f"divergent inputs need a contrast of at least 0, not {self.contrast}")
         n = self.candidates * ctx.budget
         a, b = (torch.randint(0, len(ctx.x), (n,), generator=ctx.gen) for _ in range(2))
         half = n // 2
@@ -304,7 +312,7 @@ class Divergent(Sampler):
         own = ctx.owner.labels(x)
         score = _agreement(ctx.models("surrogates", self.surrogates), x, own, ctx.device)
         refs = [WhiteBox(m, device=ctx.device).labels(x) for m in ctx.models("references", self.references)]
-        score = score - torch.stack([r == own for r in refs]).float().mean(0)
+        score = score - self.contrast * torch.stack([r == own for r in refs]).float().mean(0)
         score = score + torch.rand(n, generator=ctx.gen) * 1e-6  # random order among ties
         keep = score.argsort(descending=True)[: ctx.budget]
         # the population's answer on each query, for the preference representation

@@ -114,6 +114,12 @@ NAMED: dict[str, tuple[str, str, str]] = {
         "modelprint: on Divergent's queries, the suspect's preference for the owner's labels over the population's",
         "",
     ),
+    "Preference-rare": (
+        "divergent(candidates=100,references=48,surrogates=8,contrast=2)+preference+mean-gap",
+        "modelprint: Preference on blends the population rarely answers as the owner does (100 blends per query, "
+        "48 references, the references' agreement weighted twice the surrogates')",
+        "",
+    ),
 }
 _BY_LOWER = {n.lower(): n for n in NAMED}
 RANK: dict[str, int] = {"labels": 0, "probs": 1, "logits": 2}
