@@ -18,7 +18,11 @@ from modelprint.errors import ConfigError, FileFormatError
 from .test_cli import cli
 
 CHALLENGE = "checker 2026-12-02"
-NULLS = np.linspace(0.35, 0.75, 39)  # agreement rates of independent models: 39 of them reach p 1/40 at k = n
+# agreement rates of independent models on the AKH queries. They reach 0.95 because the challenge draws 40 of the
+# 60 queries from a salted root, so a different subset each run: an independent CNN agreeing on 0.68 of all 60
+# (two threads) reached 0.78 on some subsets, p 0.055 against nulls ending at 0.75 (measured over 40 commitments;
+# against these, its smallest p was 0.44)
+NULLS = np.linspace(0.5, 0.95, 39)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +65,9 @@ def test_a_copy_is_related_and_an_independent_model_is_not(committed, zoo, sourc
     some = committed.open(40, CHALLENGE)
     assert some.indices == cm.challenged(public.root, CHALLENGE, 40, 60) != committed.open(40, "another").indices
     copy = cm.check(public, some, source.module, challenge=CHALLENGE)
-    assert copy.outcome == "related" and copy.p_value <= 1 / 40 + 1e-9 and copy.queries == 40, copy.summary()
+    # 1/40 at best with 39 nulls, a little more as a null near 0.95 can agree on all 40 drawn queries (at most
+    # 0.0264 over 40 commitments)
+    assert copy.outcome == "related" and copy.p_value <= 0.03 and copy.queries == 40, copy.summary()
     other = cm.check(public, some, zoo("train(cnn,digits,3)").module, challenge=CHALLENGE)
     assert other.outcome == "not related" and other.p_value > 0.1, other.summary()
 
