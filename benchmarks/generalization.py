@@ -155,10 +155,11 @@ def main() -> None:
         for method in filter(None, args.whitebox.split(",")):
             nulls = [m.module for m in negs[:2]]  # the verdicts' nulls; only the raw scores are ranked here
             neg = white_box_scores(method, owner, [m.module for m in negs], ds, nulls)
-            scored += score_rows((ds, method, 0, 0, None), [m.name for m in negs], "", neg)
+            where = (ds, method, 0, 0, None)  # budget 0, seed 0: no queries
+            scored += score_rows(where, [m.name for m in negs], "", neg)
             for task, exprs in tasks.items():
                 pos = white_box_scores(method, owner, [positives[e] for e in exprs], ds, nulls)
-                scored += score_rows((ds, method, 0, 0, None), exprs, task, pos)
+                scored += score_rows(where, exprs, task, pos)
                 rows.append(table_row(ds, method, 0, 0, task, pos, neg, False))
             save(rows, scored, args.out)
             log(f"{ds} {method} (white-box) done")
@@ -172,8 +173,9 @@ def main() -> None:
               .unstack(["scheme"]).round(3).to_string())  # fmt: skip
         if table["tpr@1%"].notna().any():  # the targets: every task's TPR@1%FPR, so its mean and its weakest task
             per_task = table.groupby(["dataset", "kind", "scheme", "budget", "task"])["tpr@1%"].mean()
-            summary = per_task.groupby(["dataset", "kind", "scheme", "budget"]).agg(["mean", "min", "idxmin"])
-            summary["weakest"] = summary.pop("idxmin").map(lambda key: key[-1])
+            summary = per_task.groupby(["dataset", "kind", "scheme", "budget"]).agg(
+                mean="mean", min="min", weakest=lambda t: t.idxmin()[-1]
+            )
             print("\nTPR@1%FPR over tasks: mean, weakest\n" + summary.round(3).to_string())
     print(f"\n{time.perf_counter() - t0:.0f} s")
 

@@ -115,6 +115,13 @@ def test_verify_combines_evidence_files(zoo_cache, tmp_path):
     assert refused.returncode == 2 and "deterministic" in refused.stderr, refused.stderr
 
 
+def test_bench_runs_every_named_scheme_by_default():
+    from modelprint.cli import BLACK_BOX_SCHEMES
+    from modelprint.fingerprint import NAMED
+
+    assert sorted(BLACK_BOX_SCHEMES) == sorted(NAMED)  # the CLI's literal copy, kept so that it starts without torch
+
+
 def test_schemes_lists_named_schemes_and_components():
     result = runner.invoke(app, ["schemes"])
     assert result.exit_code == 0

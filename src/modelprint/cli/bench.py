@@ -25,7 +25,8 @@ from .zoo import build_table
 
 bench_app = typer.Typer(help="Benchmark fingerprint schemes: run, summarise, report.", no_args_is_help=True)
 
-# every named scheme (fingerprint.NAMED) verifies a suspect from its answers alone
+# every named scheme (fingerprint.NAMED) verifies a suspect from its answers alone; spelled out here because the
+# CLI does not import torch until a command runs (tests/test_cli.py checks that the two agree)
 BLACK_BOX_SCHEMES = (
     "AKH", "SAC-w", "SAC-m", "ModelDiff", "IPGuard", "ZestOfLIME", "FBI", "FBI-labels", "Random", "CAE", "Divergent",
     "Preference", "Preference-rare", "DeepFool", "UAP", "UAP-shift", "DeepJudge-RobD", "DeepJudge-JSD", "MetaV",
