@@ -244,6 +244,26 @@ def test_contrast_chooses_blends_the_population_does_not_answer_as_the_owner(sou
                    budget=20, references=independents, surrogates=[finetuned])  # fmt: skip
 
 
+def test_preference_against_the_nearest_reference_keeps_the_references_labels(source, finetuned, nulls, tmp_path):
+    from modelprint import data
+
+    ds = data.load("digits", "test")
+    spelled = "divergent(candidates=20,references=2,surrogates=1,contrast=0)+preference(against=nearest)+mean-gap"
+    refs = nulls[::2]  # a LeNet and an MLP; contrast 0, so that they often answer as the owner
+    fp = mp.extract(source.module, spelled, (ds.x, ds.y), budget=30, references=refs, surrogates=[finetuned])
+    fp.save(tmp_path / "p.fp")
+    loaded = mp.Fingerprint.load(tmp_path / "p.fp")
+    assert loaded.aux["references"].shape == (30, 2) and torch.equal(loaded.aux["references"], fp.aux["references"])
+    with torch.no_grad():
+        own, ref = (m(fp.queries).argmax(1) for m in (source.module, refs[0]))
+        assert torch.equal(loaded.aux["references"][:, 0], ref)
+        # a reference is its own nearest: +1 nowhere, -1 wherever it differs from the owner
+        nearest_to_owner = max((own == r).double().mean() for r in loaded.aux["references"].T)
+        expected = 1 - ((1 - nearest_to_owner) + (own != ref).double().mean()) / 2
+    assert 0.3 < expected < 0.95 and mp.score(loaded, refs[0]) == pytest.approx(float(expected))
+    assert mp.score(loaded, copy.deepcopy(source.module)) == pytest.approx(1.0)
+
+
 # --- the fingerprint file --------------------------------------------------------------------------------
 
 

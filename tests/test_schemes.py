@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from modelprint.access import WhiteBox
+from modelprint.errors import ConfigError
 from modelprint.fingerprint import DISTANCES, REPRESENTATIONS, SAMPLERS, Context
 
 
@@ -109,3 +111,20 @@ def test_preference_for_the_owner_over_the_population():
     assert 1 - gap(owner, owner) == 1.0
     assert 1 - gap(owner, suspect) == 1 - (0.75 - 0.0) / 2
     assert rep.needs == "labels"
+
+
+def test_preference_against_the_nearest_reference():
+    # two references: a strong one that follows the usual answer (0) and a weak one that answers 5 or 6
+    refs = torch.tensor([[0, 5], [0, 6], [0, 5], [0, 6]])
+    aux = {"owner": torch.tensor([1, 2, 3, 4]), "consensus": torch.tensor([0, 0, 0, 0]), "references": refs}
+    weak = torch.tensor([5, 6, 5, 4])  # like the weak reference, once like the owner
+    assert REPRESENTATIONS.make("preference")(weak, aux, 10).tolist() == [0.0, 0.0, 0.0, 1.0]
+    nearest = REPRESENTATIONS.from_spec("preference(against=nearest)")
+    assert nearest(weak, aux, 10).tolist() == [-1.0, -1.0, -1.0, 1.0]  # measured against the weak reference
+    assert nearest(torch.tensor([0, 0, 3, 0]), aux, 10).tolist() == [-1.0, -1.0, 1.0, -1.0]  # against the strong
+    with pytest.raises(ConfigError, match="shape"):
+        nearest(weak, aux | {"references": refs[:3]}, 10)
+    with pytest.raises(ConfigError, match="divergent"):
+        nearest(weak, {"owner": aux["owner"], "consensus": aux["consensus"]}, 10)
+    with pytest.raises(ConfigError, match="consensus' or 'nearest'"):
+        REPRESENTATIONS.from_spec("preference(against=mean)")

@@ -315,6 +315,6 @@ class Divergent(Sampler):
         score = score - self.contrast * torch.stack([r == own for r in refs]).float().mean(0)
         score = score + torch.rand(n, generator=ctx.gen) * 1e-6  # random order among ties
         keep = score.argsort(descending=True)[: ctx.budget]
-        # the population's answer on each query, for the preference representation
-        consensus = torch.stack(refs).mode(0).values
-        return Queries(x[keep], aux={"owner": own[keep], "consensus": consensus[keep]})
+        # the population's answers on each query, for the preference representation
+        refs = torch.stack(refs, 1)[keep]
+        return Queries(x[keep], aux={"owner": own[keep], "consensus": refs.mode(1).values, "references": refs})

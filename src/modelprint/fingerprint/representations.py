@@ -224,19 +224,39 @@ class LabelRank(Representation):
 
 @REPRESENTATIONS.register("preference")
 class Preference(Representation):
-    """modelprint: per query, +1 when the model gives the owner's label, -1 when it gives the label of the
-    population of reference models instead (0 for anything else, and 0 where the two agree). A derived model,
-    even a poor one, prefers the owner's idiosyncratic answers; an independent one, even a strong one, prefers the
-    population's. Needs the owner's and the population's labels kept by the sampler (``divergent``)."""
+    """modelprint: per query, +1 when the model gives the owner's label, -1 when it gives the population's label
+    instead (0 for anything else, and 0 where the two agree). A derived model, even a poor one, prefers the
+    owner's idiosyncratic answers; an independent one, even a strong one, prefers the population's.
+
+    ``against`` names the population's label: ``consensus``, the reference models' majority on each query, or
+    ``nearest``, the labels of the one reference that agrees most with this model over all the queries. A weak
+    independent model seldom follows the consensus, which lets it score near a weak thief; against its nearest
+    reference (one of its own kind) it prefers the population again. Needs the owner's and the references'
+    labels kept by the sampler (``divergent``)."""
 
     kind = "real"
+
+    def __init__(self, against: str = "consensus"):
+        if against not in ("consensus", "nearest"):
+            raise ConfigError(f"preference is against 'consensus' or 'nearest', not {against!r}")
+        self.against = against
 
     @property
     def needs(self) -> Output:
         return "labels"
 
     def __call__(self, out, aux, num_classes):
-        if "owner" not in aux or "consensus" not in aux:
-            raise ConfigError("the preference representation reads queries made by the divergent sampler")
-        o, c = aux["owner"].to(out.device), aux["consensus"].to(out.device)
-        return (out == o).double() - (out == c).double()
+        key = "consensus" if self.against == "consensus" else "references"
+        if "owner" not in aux or key not in aux:
+            raise ConfigError(
+                f"the preference representation against the {self.against} reads queries made by the divergent "
+                "sampler (of this version, for 'nearest')"
+            )
+        o, other = aux["owner"].to(out.device), aux[key].to(out.device)
+        if self.against == "nearest":
+            if other.ndim != 2 or other.shape[0] != len(out) or other.shape[1] < 1:
+                raise ConfigError(
+                    f"the references' labels have shape {tuple(other.shape)}, not ({len(out)} queries, references)"
+                )
+            other = other[:, (other == out[:, None]).double().mean(0).argmax()]
+        return (out == o).double() - (out == other).double()

@@ -115,9 +115,10 @@ NAMED: dict[str, tuple[str, str, str]] = {
         "",
     ),
     "Preference-rare": (
-        "divergent(candidates=100,references=48,surrogates=8,contrast=2)+preference+mean-gap",
+        "divergent(candidates=100,references=48,surrogates=8,contrast=2)+preference(against=nearest)+mean-gap",
         "modelprint: Preference on blends the population rarely answers as the owner does (100 blends per query, "
-        "48 references, the references' agreement weighted twice the surrogates')",
+        "48 references, the references' agreement weighted twice the surrogates'), against the reference nearest "
+        "to the suspect",
         "",
     ),
 }
