@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,36 @@ def white_box_scores(method: str, owner, models: list, ds: str, nulls: list) -> 
     return np.array(out)
 
 
+@dataclass
+class Zoo:
+    """A dataset's owner, its derived models per task (expressions), the independent negatives, and one surrogate
+    per extraction recipe (recipe R's fingerprints get all but R's)."""
+
+    owner: torch.nn.Module
+    tasks: dict[str, list[str]]
+    positives: dict[str, torch.nn.Module]
+    negatives: list
+    surrogates: dict[str, torch.nn.Module]
+
+    @classmethod
+    def build(cls, ds: str, students: int, negatives_per_arch: int, cache: Path, device: str, log) -> Zoo:
+        src = f"train({OWNERS[ds]},{ds},0)"
+        owner = build(src, cache_dir=cache, device=device)
+        tasks: dict[str, list[str]] = {}
+        for name, template in thieves.EXTRACTION.items():
+            archs = [STUDENTS[ds][i % len(STUDENTS[ds])] for i in range(students)]
+            tasks[name] = [f"{src}->{thieves.positive(template, a, 10 + i)}" for i, a in enumerate(archs)]
+        for name, template in thieves.COPIES.items():
+            tasks[name] = [f"{src}->{thieves.positive(template, '', s)}" for s in range(10, 10 + max(1, students - 1))]
+        positives = {e: build(e, cache_dir=cache, device=device) for es in tasks.values() for e in es}
+        log(f"{ds}: {len(positives)} derived models built")
+        negs = nullbank.build(ds, 0.05, OWNERS[ds], count=negatives_per_arch, seed_base=NEGATIVE_SEED,
+                              cache_dir=cache, device=device, progress=log)  # fmt: skip
+        steps = thieves.surrogates_for("", SURROGATE_ARCHS[ds])
+        surrogates = {n: build(f"{src}->{s}", cache_dir=cache) for n, s in zip(thieves.EXTRACTION, steps, strict=True)}
+        return cls(owner, tasks, positives, negs, surrogates)
+
+
 def save(rows: list[dict], scored: list[dict], out: Path) -> None:
     pd.DataFrame(rows).to_csv(out / "generalization.csv", index=False)
     pd.DataFrame(scored).to_csv(out / "scores.csv", index=False)
@@ -117,48 +148,33 @@ def main() -> None:
     rows: list[dict] = []
     scored: list[dict] = []
     for ds in datasets:
-        src = f"train({OWNERS[ds]},{ds},0)"
-        owner = build(src, cache_dir=cache, device=args.device)
-        tasks: dict[str, list[str]] = {}
-        for name, template in thieves.EXTRACTION.items():
-            archs = [STUDENTS[ds][i % len(STUDENTS[ds])] for i in range(students)]
-            tasks[name] = [f"{src}->{thieves.positive(template, a, 10 + i)}" for i, a in enumerate(archs)]
-        for name, template in thieves.COPIES.items():
-            tasks[name] = [f"{src}->{thieves.positive(template, '', s)}" for s in range(10, 10 + max(1, students - 1))]
-        positives = {e: build(e, cache_dir=cache, device=args.device) for es in tasks.values() for e in es}
-        log(f"{ds}: {len(positives)} derived models built")
-        negs = nullbank.build(ds, 0.05, OWNERS[ds], count=negatives_per_arch, seed_base=NEGATIVE_SEED,
-                              cache_dir=cache, device=args.device, progress=log)  # fmt: skip
-        # one surrogate per extraction recipe, built once; recipe R's fingerprints get all but R's
-        steps = thieves.surrogates_for("", SURROGATE_ARCHS[ds])
-        built = [build(f"{src}->{s}", cache_dir=cache) for s in steps]
-        surrogate_models = dict(zip(thieves.EXTRACTION, built, strict=True))
+        zoo = Zoo.build(ds, students, negatives_per_arch, cache, args.device, log)
         for scheme in split_top(args.schemes, ",") if args.schemes else []:  # a spelled scheme has commas inside
             uses_surrogates = getattr(mp.make_scheme(scheme).sampler, "surrogates", 0) > 0
             for budget, seed in ((b, s) for b in budgets for s in seeds):
                 fps, negatives = {}, {}
-                for task, exprs in tasks.items():
+                for task, exprs in zoo.tasks.items():
                     held = task if uses_surrogates and task in thieves.EXTRACTION else None
                     where = (ds, scheme, budget, seed, held)
                     if held not in fps:
-                        surr = [m for n, m in surrogate_models.items() if n != held] if uses_surrogates else None
-                        fps[held] = mp.extract(owner, scheme, ds, budget, seed, cache_dir=cache, device=args.device,
+                        surr = [m for n, m in zoo.surrogates.items() if n != held] if uses_surrogates else None
+                        fps[held] = mp.extract(zoo.owner, scheme, ds, budget, seed, cache_dir=cache, device=args.device,
                                                surrogates=surr)  # fmt: skip
-                        negatives[held] = np.array([mp.score(fps[held], m.module) for m in negs])
-                        scored += score_rows(where, [m.name for m in negs], "", negatives[held])
+                        negatives[held] = np.array([mp.score(fps[held], m.module) for m in zoo.negatives])
+                        scored += score_rows(where, [m.name for m in zoo.negatives], "", negatives[held])
                     fp, neg = fps[held], negatives[held]
-                    pos = np.array([mp.score(fp, positives[e]) for e in exprs])
+                    pos = np.array([mp.score(fp, zoo.positives[e]) for e in exprs])
                     scored += score_rows(where, exprs, task, pos)
                     rows.append(table_row(ds, scheme, budget, seed, task, pos, neg, held is not None))
                 save(rows, scored, args.out)
                 log(f"{ds} {scheme} budget {budget} seed {seed} done")
         for method in filter(None, args.whitebox.split(",")):
-            nulls = [m.module for m in negs[:2]]  # the verdicts' nulls; only the raw scores are ranked here
-            neg = white_box_scores(method, owner, [m.module for m in negs], ds, nulls)
+            nulls = [m.module for m in zoo.negatives[:2]]  # the verdicts' nulls; only the raw scores are ranked here
+            neg = white_box_scores(method, zoo.owner, [m.module for m in zoo.negatives], ds, nulls)
             where = (ds, method, 0, 0, None)  # budget 0, seed 0: no queries
-            scored += score_rows(where, [m.name for m in negs], "", neg)
-            for task, exprs in tasks.items():
-                pos = white_box_scores(method, owner, [positives[e] for e in exprs], ds, nulls)
+            scored += score_rows(where, [m.name for m in zoo.negatives], "", neg)
+            for task, exprs in zoo.tasks.items():
+                pos = white_box_scores(method, zoo.owner, [zoo.positives[e] for e in exprs], ds, nulls)
                 scored += score_rows(where, exprs, task, pos)
                 rows.append(table_row(ds, method, 0, 0, task, pos, neg, False))
             save(rows, scored, args.out)
