@@ -249,8 +249,8 @@ class Preference(Representation):
         key = "consensus" if self.against == "consensus" else "references"
         if "owner" not in aux or key not in aux:
             raise ConfigError(
-                f"the preference representation against the {self.against} reads queries made by the divergent "
-                "sampler (of this version, for 'nearest')"
+                f"the preference representation needs the {key} labels that the divergent sampler keeps "
+                "(a fingerprint extracted before they were kept: extract it again)"
             )
         o, other = aux["owner"].to(out.device), aux[key].to(out.device)
         if self.against == "nearest":
