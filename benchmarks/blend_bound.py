@@ -32,17 +32,11 @@ from generalization import OWNERS, Zoo
 
 from modelprint.access import WhiteBox
 from modelprint.bench import thieves
+from modelprint.fingerprint import REPRESENTATIONS
 from modelprint.fingerprint.helpers import held_out, helper_builders
-from modelprint.fingerprint.queries import cutmix, mixup
+from modelprint.fingerprint.queries import blends
 
-
-def pool(ds: str, size: int, seed: int) -> torch.Tensor:
-    """``size`` blends of the dataset's held-out inputs, half mixup and half CutMix, as Divergent draws them."""
-    x, _, _ = held_out(ds)
-    gen = torch.Generator().manual_seed(seed)
-    a, b = (torch.randint(0, len(x), (size,), generator=gen) for _ in range(2))
-    h = size // 2
-    return torch.cat([mixup(x[a[:h]], x[b[:h]], gen), cutmix(x[a[h:]], x[b[h:]], 0.5, gen)])
+NEAREST = REPRESENTATIONS.from_spec("preference(against=nearest)")
 
 
 def labels(models: list, x: torch.Tensor, device: str) -> np.ndarray:
@@ -50,11 +44,11 @@ def labels(models: list, x: torch.Tensor, device: str) -> np.ndarray:
         return np.stack([WhiteBox(m, device=device).labels(x).numpy() for m in models])
 
 
-def preference_nearest(answers: np.ndarray, own: np.ndarray, refs: np.ndarray) -> np.ndarray:
-    """Preference-rare's similarity less its constant: agreement with the owner less agreement with the nearest
-    reference, per model (rows of ``answers``)."""
-    nearest = (answers[:, None, :] == refs[None]).mean(2).max(1)
-    return (answers == own).mean(1) - nearest
+def preference_rare(answers: np.ndarray, own: np.ndarray, refs: np.ndarray) -> np.ndarray:
+    """Each model's (rows of ``answers``) score as Preference-rare's representation gives it, less the constant
+    the owner's adds: its mean preference for the owner's labels over its nearest reference's."""
+    aux = {"owner": torch.from_numpy(own), "references": torch.from_numpy(refs.T.copy())}
+    return np.array([float(NEAREST(torch.from_numpy(a), aux, 0).mean()) for a in answers])
 
 
 def choose(score: np.ndarray, budget: int, rng: np.random.Generator) -> np.ndarray:
@@ -86,7 +80,7 @@ def main() -> None:
     for ds in args.datasets.split(","):
         zoo = Zoo.build(ds, args.students, 34, cache, args.device, log)
         refs = helper_builders(WhiteBox(zoo.owner), ds, None, None, cache, args.device)[0](args.references)
-        x = pool(ds, args.pool, seed=0)
+        x = blends(held_out(ds)[0], args.pool, 0.5, torch.Generator().manual_seed(0))  # as Divergent draws them
         own = labels([zoo.owner], x, args.device)[0]
         R = labels(refs, x, args.device)
         N = labels([m.module for m in zoo.negatives], x, args.device)
@@ -106,8 +100,8 @@ def main() -> None:
                     score = (P[p_sel] == own).mean(0) - c * (N[n_sel] == own).mean(0)
                     picks[f"oracle, contrast {c:g}"] = choose(score, args.budget, rng)
                 for name, q in picks.items():
-                    pos = preference_nearest(P[p_ev][:, q], own[q], R[:, q])
-                    neg = preference_nearest(N[n_ev][:, q], own[q], R[:, q])
+                    pos = preference_rare(P[p_ev][:, q], own[q], R[:, q])
+                    neg = preference_rare(N[n_ev][:, q], own[q], R[:, q])
                     tpr.setdefault(name, []).append(float((pos > neg.max()).mean()))
             rows += [{"dataset": ds, "recipe": recipe, "choice": k, "tpr": np.mean(v)} for k, v in tpr.items()]
         log(f"{ds} done")

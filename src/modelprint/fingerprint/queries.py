@@ -124,6 +124,13 @@ def mixup(a: torch.Tensor, b: torch.Tensor, gen: torch.Generator, high: float = 
     return (1 - lam) * a + lam * b
 
 
+def blends(x: torch.Tensor, n: int, size: float, gen: torch.Generator) -> torch.Tensor:
+    """``n`` blends of random pairs of ``x``'s rows: the first half mixup, the rest CutMix with boxes of ``size``."""
+    a, b = (torch.randint(0, len(x), (n,), generator=gen) for _ in range(2))
+    h = n // 2
+    return torch.cat([mixup(x[a[:h]], x[b[:h]], gen), cutmix(x[a[h:]], x[b[h:]], size, gen)])
+
+
 def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Each input flipped along one random spatial axis, or left as it is."""
     out, dims = x.clone(), spatial_dims(x)
@@ -301,14 +308,7 @@ class Divergent(Sampler):
         if not self.contrast >= 0:
             raise ConfigError(f"divergent inputs need a contrast of at least 0, not {self.contrast}")
         n = self.candidates * ctx.budget
-        a, b = (torch.randint(0, len(ctx.x), (n,), generator=ctx.gen) for _ in range(2))
-        half = n // 2
-        x = torch.cat(
-            [
-                mixup(ctx.x[a[:half]], ctx.x[b[:half]], ctx.gen),
-                cutmix(ctx.x[a[half:]], ctx.x[b[half:]], self.size, ctx.gen),
-            ]
-        )
+        x = blends(ctx.x, n, self.size, ctx.gen)
         own = ctx.owner.labels(x)
         score = _agreement(ctx.models("surrogates", self.surrogates), x, own, ctx.device)
         refs = [WhiteBox(m, device=ctx.device).labels(x) for m in ctx.models("references", self.references)]
@@ -316,5 +316,4 @@ class Divergent(Sampler):
         score = score + torch.rand(n, generator=ctx.gen) * 1e-6  # random order among ties
         keep = score.argsort(descending=True)[: ctx.budget]
         # the population's answers on each query, for the preference representation
-        refs = torch.stack(refs, 1)[keep]
-        return Queries(x[keep], aux={"owner": own[keep], "consensus": refs.mode(1).values, "references": refs})
+        return Queries(x[keep], aux={"owner": own[keep], "references": torch.stack(refs, 1)[keep]})

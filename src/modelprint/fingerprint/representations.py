@@ -246,17 +246,23 @@ class Preference(Representation):
         return "labels"
 
     def __call__(self, out, aux, num_classes):
-        key = "consensus" if self.against == "consensus" else "references"
-        if "owner" not in aux or key not in aux:
+        if "owner" not in aux or not ("references" in aux or self.against == "consensus" and "consensus" in aux):
             raise ConfigError(
-                f"the preference representation needs the {key} labels that the divergent sampler keeps "
+                "the preference representation needs the references' labels that the divergent sampler keeps "
                 "(a fingerprint extracted before they were kept: extract it again)"
             )
-        o, other = aux["owner"].to(out.device), aux[key].to(out.device)
-        if self.against == "nearest":
-            if other.ndim != 2 or other.shape[0] != len(out) or other.shape[1] < 1:
+        # on the CPU, where the fingerprint's labels are: the mode's choice among ties must not depend on the device
+        answers, o = out.cpu(), aux["owner"].cpu()
+        if "references" not in aux:  # a fingerprint from before the references' labels were kept
+            other = aux["consensus"].cpu()
+        else:
+            refs = aux["references"].cpu()
+            if refs.ndim != 2 or refs.shape[0] != len(out) or refs.shape[1] < 1:
                 raise ConfigError(
-                    f"the references' labels have shape {tuple(other.shape)}, not ({len(out)} queries, references)"
+                    f"the references' labels have shape {tuple(refs.shape)}, not ({len(out)} queries, references)"
                 )
-            other = other[:, (other == out[:, None]).double().mean(0).argmax()]
-        return (out == o).double() - (out == other).double()
+            if self.against == "consensus":
+                other = refs.mode(1).values
+            else:  # the labels of the reference that agrees most with these answers
+                other = refs[:, (refs == answers[:, None]).double().mean(0).argmax()]
+        return ((answers == o).double() - (answers == other).double()).to(out.device)
